@@ -1,0 +1,286 @@
+"""The ``ehrfetch`` command.
+
+Exit status: 0 done; 1 done, but rows were skipped or something needs a look; 2 could
+not do what was asked (settings, unreadable file, store). Errors print their cause and
+place on standard error, never demographics.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from ehrfetch import store
+from ehrfetch.cohort.importing import ImportReport, RosterFormat, import_consents, import_roster
+from ehrfetch.cohort.reading import ReadContext
+from ehrfetch.cohort.selection import count_cohort, select_cohort
+from ehrfetch.errors import EhrfetchError
+from ehrfetch.settings import Settings, load_settings
+from ehrfetch.terminal import print_counts, print_import, print_selection, write_problem_report
+
+app = typer.Typer(
+    name="ehrfetch",
+    help="Find consented participants' health records across a FHIR network.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
+participants_app = typer.Typer(help="The program's roster.", no_args_is_help=True)
+consents_app = typer.Typer(help="Participants' consents.", no_args_is_help=True)
+cohort_app = typer.Typer(help="Who needs records, and who may be tried now.")
+app.add_typer(db_app, name="db")
+app.add_typer(participants_app, name="participants")
+app.add_typer(consents_app, name="consents")
+app.add_typer(cohort_app, name="cohort")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass
+class AppContext:
+    """What every command needs, built once and only when asked for."""
+
+    config_file: Path | None
+    _settings: Settings | None = None
+    _engine: Engine | None = None
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_file)
+        return self._settings
+
+    def engine(self, *, ensure_schema: bool = True) -> Engine:
+        if self._engine is None:
+            self._engine = store.create_store_engine(self.settings.store)
+        if ensure_schema and not self._cache.get("schema_checked"):
+            store.ensure_schema(self._engine)
+            self._cache["schema_checked"] = True
+        return self._engine
+
+    def sessions(self) -> sessionmaker[Session]:
+        return store.session_factory(self.engine())
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn ehrfetch's errors into one clear line on stderr and exit status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except EhrfetchError as exc:
+            err.print(f"[bold red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _ctx(ctx: typer.Context) -> AppContext:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, AppContext)
+    return obj
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Settings file (default: config/ehrfetch.toml when present).",
+            dir_okay=False,
+        ),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    context = AppContext(config_file=config)
+    ctx.obj = context
+    ctx.call_on_close(context.close)
+
+
+# --- db -------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+@handles_errors
+def db_upgrade(
+    ctx: typer.Context,
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Bring the store's schema up to date (or to REVISION)."""
+    app_ctx = _ctx(ctx)
+    engine = app_ctx.engine(ensure_schema=False)
+    store.upgrade(engine, revision)
+    state = store.schema_state(engine)
+    out.print(f"{app_ctx.settings.store.display_url()}: schema at revision {state.current}")
+
+
+@db_app.command("downgrade")
+@handles_errors
+def db_downgrade(
+    ctx: typer.Context,
+    revision: Annotated[str, typer.Argument(help="Target revision ('base' drops everything).")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Take the store's schema back to REVISION. Data in dropped tables is lost."""
+    app_ctx = _ctx(ctx)
+    where = app_ctx.settings.store.display_url()
+    if not yes and not typer.confirm(f"Downgrade {where} to {revision}? Data may be lost"):
+        raise typer.Exit(1)
+    engine = app_ctx.engine(ensure_schema=False)
+    store.downgrade(engine, revision)
+    out.print(f"{where}: schema at revision {store.schema_state(engine).current or 'base'}")
+
+
+@db_app.command("current")
+@handles_errors
+def db_current(ctx: typer.Context) -> None:
+    """Show the store's schema revision and the one this ehrfetch needs."""
+    app_ctx = _ctx(ctx)
+    state = store.schema_state(app_ctx.engine(ensure_schema=False))
+    status = "up to date" if state.up_to_date else "needs `ehrfetch db upgrade`"
+    out.print(
+        f"{app_ctx.settings.store.display_url()}: revision {state.current or 'none'}, "
+        f"head {state.head} ({status})"
+    )
+
+
+# --- imports --------------------------------------------------------------------------
+
+ReportOption = Annotated[
+    Path | None,
+    typer.Option("--report", help="Write every problem to this CSV file.", dir_okay=False),
+]
+
+
+@participants_app.command("import")
+@handles_errors
+def participants_import(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Roster: CSV, or FHIR Patient NDJSON.")],
+    fmt: Annotated[
+        RosterFormat | None,
+        typer.Option("--format", help="csv or ndjson (default: from the file's extension)."),
+    ] = None,
+    report_file: ReportOption = None,
+) -> None:
+    """Import or update participants (upsert by research id). See docs/roster-format.md."""
+    app_ctx = _ctx(ctx)
+    read_ctx = ReadContext.from_settings(app_ctx.settings.roster)
+    report = import_roster(file, app_ctx.sessions(), read_ctx, fmt)
+    _finish_import(report, "participants", report_file)
+
+
+@consents_app.command("import")
+@handles_errors
+def consents_import(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Consents CSV.")],
+    report_file: ReportOption = None,
+) -> None:
+    """Import or update consents. See docs/roster-format.md."""
+    app_ctx = _ctx(ctx)
+    read_ctx = ReadContext.from_settings(app_ctx.settings.roster)
+    report = import_consents(file, app_ctx.sessions(), read_ctx)
+    _finish_import(report, "consents", report_file)
+
+
+def _finish_import(report: ImportReport, what: str, report_file: Path | None) -> None:
+    print_import(out, err, report, what)
+    if report_file is not None:
+        write_problem_report(report, report_file)
+        out.print(f"problems written to {report_file}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+# --- cohort ---------------------------------------------------------------------------
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@cohort_app.callback(invoke_without_command=True)
+@handles_errors
+def cohort_show(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Count participants: consented, withdrawn, with EHR, in flight, waiting, eligible."""
+    if ctx.invoked_subcommand is not None:
+        return
+    app_ctx = _ctx(ctx)
+    counts = count_cohort(app_ctx.sessions(), app_ctx.settings.cohort, _now())
+    print_counts(out, counts, as_json=as_json)
+
+
+@cohort_app.command("select")
+@handles_errors
+def cohort_select(
+    ctx: typer.Context,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Participants per batch (default: settings).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Select eligible participants into a new run of persisted, pending batches."""
+    app_ctx = _ctx(ctx)
+    selection = select_cohort(
+        app_ctx.sessions(), app_ctx.settings.cohort, _now(), limit=limit, batch_size=batch_size
+    )
+    print_selection(out, selection, as_json=as_json)
+
+
+# --- demo -----------------------------------------------------------------------------
+
+
+@app.command("demo")
+@handles_errors
+def demo(
+    ctx: typer.Context,
+    workdir: Annotated[
+        Path, typer.Option(help="Folder for the demo's store (emptied first).", file_okay=False)
+    ] = Path("demo"),
+) -> None:
+    """Import the sample roster and consents into a fresh store and select the cohort."""
+    from ehrfetch.demo import run_demo
+
+    run_demo(_ctx(ctx).settings, workdir, out)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,167 @@
+"""Typed settings.
+
+Three layers, the later winning key by key:
+
+1. the defaults written here (enough to run the demo: SQLite in the working folder,
+   the mock network on loopback);
+2. a TOML file — ``config/ehrfetch.toml`` in the working folder when it exists, or the
+   file named by ``ehrfetch --config FILE``;
+3. environment variables ``EHRFETCH__SECTION__KEY`` (``EHRFETCH__STORE__URL``).
+
+Settings are read once at an entry point (CLI, flow, app factory) and passed down as
+objects; nothing deeper reads the environment. Secrets are ``SecretStr`` so they never
+print; the store's password is a separate secret so the URL can be shown and logged.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from ehrfetch.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("config/ehrfetch.toml")
+ENV_PREFIX = "EHRFETCH__"
+
+
+class _Section(BaseModel):
+    # A misspelt key is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreSettings(_Section):
+    url: str = "sqlite:///ehrfetch.db"
+    """SQLAlchemy URL. Relative SQLite paths are relative to the working folder."""
+    password: SecretStr | None = None
+    """Database password, kept out of ``url`` so the URL can be shown."""
+    echo: bool = False
+    """Log every SQL statement (debugging only)."""
+
+    @field_validator("url")
+    @classmethod
+    def _parsable(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError("not a SQLAlchemy database URL") from None
+        if url.get_backend_name() not in {"sqlite", "postgresql"}:
+            raise ValueError("only sqlite and postgresql stores are supported")
+        return value
+
+    def sqlalchemy_url(self) -> URL:
+        url = make_url(self.url)
+        if url.get_backend_name() == "postgresql" and url.get_driver_name() != "psycopg":
+            # psycopg 3 is the driver we ship and test; "postgresql://" would pick psycopg2.
+            url = url.set(drivername="postgresql+psycopg")
+        if self.password is not None:
+            url = url.set(password=self.password.get_secret_value())
+        return url
+
+    def display_url(self) -> str:
+        """The URL with any password masked: safe for logs and terminal output."""
+        return self.sqlalchemy_url().render_as_string(hide_password=True)
+
+
+class NetworkSettings(_Section):
+    directory_url: str = "http://127.0.0.1:8900/directory"
+    """The network directory (a Bundle of Organization and Endpoint)."""
+    token_url: str = "http://127.0.0.1:8900/token"  # noqa: S105 (a URL, not a secret)
+    client_id: str = "ehrfetch"
+    private_key: SecretStr | None = None
+    """PEM of the client's signing key (prefer ``private_key_file`` outside tests)."""
+    private_key_file: Path | None = None
+    purpose_of_use: str = "T-IAS"
+    """Purpose of use declared when asking for a token (HL7 v3 PurposeOfUse code)."""
+
+
+class RosterSettings(_Section):
+    research_id_system: str = "urn:ehrfetch:research-id"
+    """Identifier system that carries the research id in FHIR Patient NDJSON rosters."""
+    default_region: Annotated[str, Field(min_length=2, max_length=2)] = "US"
+    """Region for phone numbers written without a country code (ISO 3166 alpha-2)."""
+
+
+class CohortSettings(_Section):
+    consent_type: str = "ehr"
+    """The consent type that allows ehrfetch to request a participant's records."""
+    batch_size: Annotated[int, Field(gt=0, le=100_000)] = 250
+    no_match_retry_days: Annotated[float, Field(ge=0)] = 30.0
+    """A participant found nowhere is tried again after this many days."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    store: StoreSettings = StoreSettings()
+    network: NetworkSettings = NetworkSettings()
+    roster: RosterSettings = RosterSettings()
+    cohort: CohortSettings = CohortSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init arguments (see load_settings); listing the
+        # environment first makes it win over them, key by key.
+        return (env_settings, init_settings)
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Read settings: defaults, then the TOML file, then ``EHRFETCH__…`` variables.
+
+    ``config_file`` None means ``config/ehrfetch.toml`` if it exists, else defaults only.
+    An explicitly named file must exist.
+    """
+    if config_file is None:
+        data = _read_toml(DEFAULT_CONFIG_FILE) if DEFAULT_CONFIG_FILE.is_file() else {}
+        source = DEFAULT_CONFIG_FILE
+    else:
+        if not config_file.is_file():
+            raise ConfigError(f"{config_file}: settings file not found")
+        data = _read_toml(config_file)
+        source = config_file
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        # The decoder's message carries "(at line N, column M)" and no values.
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _describe(exc: ValidationError, source: Path) -> str:
+    # Never echo the offending value: it may be a secret.
+    problems = []
+    for error in exc.errors():
+        dotted = ".".join(str(part) for part in error["loc"])
+        env_name = ENV_PREFIX + "__".join(str(part).upper() for part in error["loc"])
+        problems.append(f"{dotted}: {error['msg']} (set in {source} or {env_name})")
+    return "invalid settings: " + "; ".join(problems)

@@ -1,0 +1,47 @@
+"""Engines and sessions: the only place that knows how to connect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session, sessionmaker
+
+from ehrfetch.settings import StoreSettings
+
+
+def create_store_engine(settings: StoreSettings) -> Engine:
+    """An engine for the configured store, with SQLite tuned for one writer, many readers."""
+    url = settings.sqlalchemy_url()
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, echo=settings.echo)
+    return create_engine(url, echo=settings.echo, pool_pre_ping=True)
+
+
+def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
+    engine = create_engine(
+        url,
+        echo=echo,
+        # A writer holding the lock makes others wait this long, not fail at once.
+        connect_args={"timeout": 30},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL: readers never block the writer (status queries during a run).
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # Off by default in SQLite; the schema's cascades rely on it.
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # NORMAL is durable across application crashes in WAL mode; FULL only adds
+        # protection against power loss at a large cost per commit.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    # expire_on_commit=False: objects stay readable after the unit of work ends.
+    return sessionmaker(engine, expire_on_commit=False)

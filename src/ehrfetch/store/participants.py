@@ -1,0 +1,211 @@
+"""Participants and their name and address history: idempotent bulk upserts."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from ehrfetch.cohort.records import ParticipantRecord, PersonName, PostalAddress
+from ehrfetch.store.tables import Participant, ParticipantAddress, ParticipantName
+
+
+@dataclass
+class UpsertCounts:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def add(self, other: UpsertCounts) -> None:
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+
+
+def record_hash(record: ParticipantRecord) -> str:
+    # repr of a frozen dataclass of str/date/enum fields is stable across runs.
+    return hashlib.sha256(repr(record).encode()).hexdigest()
+
+
+def upsert_participants(
+    session: Session, records: Sequence[ParticipantRecord], now: datetime
+) -> UpsertCounts:
+    """Insert new research ids, update changed ones, leave unchanged ones untouched.
+
+    A name or address that stops being current is kept as history, because matching
+    needs the names a participant was known by at each organization.
+    """
+    counts = UpsertCounts()
+    hashes = {r.research_id: record_hash(r) for r in records}
+    known = {
+        rid: (pid, stored)
+        for rid, pid, stored in session.execute(
+            select(Participant.research_id, Participant.id, Participant.record_hash).where(
+                Participant.research_id.in_(hashes)
+            )
+        ).tuples()
+    }
+    new = [r for r in records if r.research_id not in known]
+    changed = [
+        r
+        for r in records
+        if r.research_id in known and known[r.research_id][1] != hashes[r.research_id]
+    ]
+    counts.unchanged = len(records) - len(new) - len(changed)
+    if new:
+        _insert_new(session, new, hashes, now)
+        counts.inserted = len(new)
+    if changed:
+        _update_changed(
+            session,
+            changed,
+            {r: known[r][0] for r in (c.research_id for c in changed)},
+            hashes,
+            now,
+        )
+        counts.updated = len(changed)
+    return counts
+
+
+def _participant_row(record: ParticipantRecord, digest: str, now: datetime) -> dict[str, Any]:
+    return {
+        "research_id": record.research_id,
+        "birth_date": record.birth_date,
+        "sex": record.sex,
+        "phone": record.phone,
+        "email": record.email,
+        "ssn_last4": record.ssn_last4,
+        "ehr_on_file": record.ehr_on_file,
+        "record_hash": digest,
+        "updated_at": now,
+    }
+
+
+def _insert_new(
+    session: Session, records: Sequence[ParticipantRecord], hashes: dict[str, str], now: datetime
+) -> None:
+    rows = [_participant_row(r, hashes[r.research_id], now) | {"created_at": now} for r in records]
+    ids = session.scalars(
+        insert(Participant).returning(Participant.id, sort_by_parameter_order=True), rows
+    ).all()
+    names: list[dict[str, Any]] = []
+    addresses: list[dict[str, Any]] = []
+    for pid, record in zip(ids, records, strict=True):
+        names.extend(_name_rows(pid, record.name, record.previous_names, ()))
+        addresses.extend(_address_rows(pid, record.address, record.previous_addresses, ()))
+    _insert(session, ParticipantName, names)
+    _insert(session, ParticipantAddress, addresses)
+
+
+def _update_changed(
+    session: Session,
+    records: Sequence[ParticipantRecord],
+    ids: dict[str, int],
+    hashes: dict[str, str],
+    now: datetime,
+) -> None:
+    pids = list(ids.values())
+    old_names: dict[int, list[PersonName]] = {pid: [] for pid in pids}
+    for row in session.scalars(
+        select(ParticipantName)
+        .where(ParticipantName.participant_id.in_(pids))
+        .order_by(ParticipantName.participant_id, ParticipantName.position)
+    ):
+        old_names[row.participant_id].append(
+            PersonName(
+                family=row.family or "", given=row.given, middle=row.middle, suffix=row.suffix
+            )
+        )
+    old_addresses: dict[int, list[PostalAddress]] = {pid: [] for pid in pids}
+    for arow in session.scalars(
+        select(ParticipantAddress)
+        .where(ParticipantAddress.participant_id.in_(pids))
+        .order_by(ParticipantAddress.participant_id, ParticipantAddress.position)
+    ):
+        old_addresses[arow.participant_id].append(
+            PostalAddress(arow.line1, arow.line2, arow.city, arow.state, arow.postal_code)
+        )
+    session.execute(
+        update(Participant),
+        [
+            {"id": ids[r.research_id]} | _participant_row(r, hashes[r.research_id], now)
+            for r in records
+        ],
+    )
+    session.execute(delete(ParticipantName).where(ParticipantName.participant_id.in_(pids)))
+    session.execute(delete(ParticipantAddress).where(ParticipantAddress.participant_id.in_(pids)))
+    names: list[dict[str, Any]] = []
+    addresses: list[dict[str, Any]] = []
+    for record in records:
+        pid = ids[record.research_id]
+        names.extend(_name_rows(pid, record.name, record.previous_names, old_names[pid]))
+        addresses.extend(
+            _address_rows(pid, record.address, record.previous_addresses, old_addresses[pid])
+        )
+    _insert(session, ParticipantName, names)
+    _insert(session, ParticipantAddress, addresses)
+
+
+def _name_rows(
+    pid: int, current: PersonName, previous: Iterable[PersonName], history: Iterable[PersonName]
+) -> list[dict[str, Any]]:
+    kept: list[PersonName] = [current]
+    for name in (*previous, *history):
+        if not any(name.same_as(k) for k in kept):
+            kept.append(name)
+    return [
+        {
+            "participant_id": pid,
+            "current": position == 0,
+            "position": position,
+            "given": n.given,
+            "middle": n.middle,
+            "family": n.family,
+            "suffix": n.suffix,
+        }
+        for position, n in enumerate(kept)
+    ]
+
+
+def _address_rows(
+    pid: int,
+    current: PostalAddress | None,
+    previous: Iterable[PostalAddress],
+    history: Iterable[PostalAddress],
+) -> list[dict[str, Any]]:
+    kept: list[PostalAddress] = [current] if current is not None else []
+    for address in (*previous, *history):
+        if not any(address.same_as(k) for k in kept):
+            kept.append(address)
+    return [
+        {
+            "participant_id": pid,
+            "current": current is not None and position == 0,
+            "position": position,
+            "line1": a.line1,
+            "line2": a.line2,
+            "city": a.city,
+            "state": a.state,
+            "postal_code": a.postal_code,
+        }
+        for position, a in enumerate(kept)
+    ]
+
+
+def _insert(session: Session, table: type[Any], rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(table), rows)
+
+
+def participant_ids(session: Session, research_ids: Iterable[str]) -> dict[str, int]:
+    """research id → participant id, for the ids that exist."""
+    wanted = list(set(research_ids))
+    rows = session.execute(
+        select(Participant.research_id, Participant.id).where(Participant.research_id.in_(wanted))
+    ).tuples()
+    return dict(rows.all())
