@@ -16,9 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
+import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -256,6 +258,59 @@ def cohort_select(
         app_ctx.sessions(), app_ctx.settings.cohort, _now(), limit=limit, batch_size=batch_size
     )
     print_selection(out, selection, as_json=as_json)
+
+
+# --- bench --------------------------------------------------------------------------
+
+bench_app = typer.Typer(help="Benchmarks: print measured figures.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("import")
+@handles_errors
+def bench_import(
+    ctx: typer.Context,
+    rows: Annotated[int, typer.Option(min=1, help="Synthetic roster rows.")] = 100_000,
+    workdir: Annotated[
+        Path, typer.Option(help="Folder for the roster and a fresh SQLite store.", file_okay=False)
+    ] = Path(".bench"),
+    use_configured_store: Annotated[
+        bool,
+        typer.Option(
+            "--use-configured-store", help="Import into store.url instead of a fresh SQLite file."
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Time the import of a synthetic roster (first import, then an unchanged re-import)."""
+    from ehrfetch.bench.roster_import import as_dict, run_import_bench
+
+    app_ctx = _ctx(ctx)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if use_configured_store:
+        store_settings = app_ctx.settings.store
+    else:
+        db = workdir / "bench.db"
+        for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+            stale.unlink(missing_ok=True)
+        store_settings = app_ctx.settings.store.model_copy(update={"url": f"sqlite:///{db}"})
+    engine = store.create_store_engine(store_settings)
+    try:
+        store.ensure_schema(engine)
+        read_ctx = ReadContext.from_settings(app_ctx.settings.roster)
+        result = run_import_bench(
+            store.session_factory(engine), store_settings.display_url(), rows, workdir, read_ctx
+        )
+    finally:
+        engine.dispose()
+    figures = as_dict(result)
+    if as_json:
+        out.print_json(orjson.dumps(figures).decode())
+        return
+    table = Table(title="Roster import", show_header=False, title_justify="left")
+    for key, value in figures.items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int | float) else str(value))
+    out.print(table)
 
 
 # --- demo -----------------------------------------------------------------------------

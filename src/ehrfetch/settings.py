@@ -60,8 +60,9 @@ class StoreSettings(_Section):
 
     def sqlalchemy_url(self) -> URL:
         url = make_url(self.url)
-        if url.get_backend_name() == "postgresql" and url.get_driver_name() != "psycopg":
-            # psycopg 3 is the driver we ship and test; "postgresql://" would pick psycopg2.
+        if url.drivername == "postgresql":
+            # psycopg 3 is the driver we ship and test; a bare "postgresql://" means the
+            # dialect's default driver, which differs between SQLAlchemy releases.
             url = url.set(drivername="postgresql+psycopg")
         if self.password is not None:
             url = url.set(password=self.password.get_secret_value())

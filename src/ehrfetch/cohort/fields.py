@@ -28,7 +28,8 @@ _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ZIP = re.compile(r"(\d{5})(?:-?(\d{4}))?")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 _SSN4 = re.compile(r"\d{4}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Tab and line breaks are white space (a quoted CSV field may span lines); others are not.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _TOKEN = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 EARLIEST_BIRTH_DATE = date(1880, 1, 1)

@@ -105,7 +105,7 @@ def _batches(session: Session, run_id: int) -> tuple[BatchSummary, ...]:
         .where(Batch.run_id == run_id)
         .group_by(Batch.id, Batch.seq, Batch.size)
         .order_by(Batch.seq)
-    ).tuples()
+    )
     return tuple(
         BatchSummary(id=batch_id, seq=seq, size=size, first_research_id=first)
         for batch_id, seq, size, first in rows

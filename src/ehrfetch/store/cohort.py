@@ -28,6 +28,7 @@ from ehrfetch.store.tables import (
     Resource,
     Run,
     RunStatus,
+    table_of,
 )
 
 
@@ -186,5 +187,5 @@ def create_run(
         for pid in chunk
     ]
     if attempts:
-        session.execute(insert(Attempt), attempts)
+        session.execute(insert(table_of(Attempt)), attempts)
     return run

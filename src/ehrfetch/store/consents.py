@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from ehrfetch.cohort.records import ConsentRecord
 from ehrfetch.store.participants import UpsertCounts
-from ehrfetch.store.tables import Consent
+from ehrfetch.store.tables import Consent, table_of
 
 
 def upsert_consents(
@@ -51,7 +51,7 @@ def upsert_consents(
         else:
             counts.unchanged += 1
     if inserts:
-        session.execute(insert(Consent), inserts)
+        session.execute(insert(table_of(Consent)), inserts)
     if updates:
         session.execute(update(Consent), updates)
     counts.inserted = len(inserts)

@@ -12,7 +12,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from ehrfetch.cohort.records import ParticipantRecord, PersonName, PostalAddress
-from ehrfetch.store.tables import Participant, ParticipantAddress, ParticipantName
+from ehrfetch.store.tables import Participant, ParticipantAddress, ParticipantName, table_of
 
 
 @dataclass
@@ -48,7 +48,7 @@ def upsert_participants(
             select(Participant.research_id, Participant.id, Participant.record_hash).where(
                 Participant.research_id.in_(hashes)
             )
-        ).tuples()
+        )
     }
     new = [r for r in records if r.research_id not in known]
     changed = [
@@ -90,8 +90,9 @@ def _insert_new(
     session: Session, records: Sequence[ParticipantRecord], hashes: dict[str, str], now: datetime
 ) -> None:
     rows = [_participant_row(r, hashes[r.research_id], now) | {"created_at": now} for r in records]
+    table = table_of(Participant)
     ids = session.scalars(
-        insert(Participant).returning(Participant.id, sort_by_parameter_order=True), rows
+        insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
     ).all()
     names: list[dict[str, Any]] = []
     addresses: list[dict[str, Any]] = []
@@ -197,9 +198,11 @@ def _address_rows(
     ]
 
 
-def _insert(session: Session, table: type[Any], rows: list[dict[str, Any]]) -> None:
+def _insert(
+    session: Session, table: type[ParticipantName | ParticipantAddress], rows: list[dict[str, Any]]
+) -> None:
     if rows:
-        session.execute(insert(table), rows)
+        session.execute(insert(table_of(table)), rows)
 
 
 def participant_ids(session: Session, research_ids: Iterable[str]) -> dict[str, int]:
@@ -207,5 +210,5 @@ def participant_ids(session: Session, research_ids: Iterable[str]) -> dict[str, 
     wanted = list(set(research_ids))
     rows = session.execute(
         select(Participant.research_id, Participant.id).where(Participant.research_id.in_(wanted))
-    ).tuples()
+    )
     return dict(rows.all())

@@ -1,0 +1,1 @@
+"""Benchmarks: commands that print figures (``ehrfetch bench …``), never timed tests."""

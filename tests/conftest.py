@@ -1,0 +1,77 @@
+"""Fixtures shared by the whole suite.
+
+Store tests take the ``db`` (or ``empty_db``) fixture, which runs each test on SQLite and — when
+``EHRFETCH_TEST_DATABASE_URL`` names a PostgreSQL database — on PostgreSQL too, each
+test in a schema of its own. With ``EHRFETCH_REQUIRE_POSTGRES=1`` (CI) a missing
+PostgreSQL fails the run instead of skipping those tests.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from sqlalchemy import create_engine, text
+from support import StoreUnderTest
+
+from ehrfetch import store
+from ehrfetch.settings import StoreSettings
+
+PG_URL = os.environ.get("EHRFETCH_TEST_DATABASE_URL")
+REQUIRE_PG = os.environ.get("EHRFETCH_REQUIRE_POSTGRES") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's settings or writes into the working tree."""
+    for name in list(os.environ):
+        if name.startswith("EHRFETCH__"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def _backends() -> list[object]:
+    pg_marks: list[pytest.MarkDecorator] = [pytest.mark.postgres]
+    if PG_URL is None and not REQUIRE_PG:
+        pg_marks.append(
+            pytest.mark.skip(reason="EHRFETCH_TEST_DATABASE_URL is not set (CI sets it)")
+        )
+    return ["sqlite", pytest.param("postgresql", marks=pg_marks)]
+
+
+@pytest.fixture(params=_backends())
+def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUnderTest]:
+    """A store with no schema yet."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+        engine = store.create_store_engine(StoreSettings(url=url))
+        yield StoreUnderTest("sqlite", url, engine, store.session_factory(engine))
+        engine.dispose()
+        return
+    if PG_URL is None:
+        pytest.fail("EHRFETCH_REQUIRE_POSTGRES=1 but EHRFETCH_TEST_DATABASE_URL is not set")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    url = f"{PG_URL}{sep}options={quote(f'-csearch_path={schema}')}"
+    engine = store.create_store_engine(StoreSettings(url=url))
+    try:
+        yield StoreUnderTest("postgresql", url, engine, store.session_factory(engine))
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def db(empty_db: StoreUnderTest) -> StoreUnderTest:
+    """A store with the schema at head."""
+    store.upgrade(empty_db.engine)
+    return empty_db

@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import IntegrityError
+from support import StoreUnderTest
+
+from ehrfetch import store
+from ehrfetch.errors import SchemaError
+from ehrfetch.settings import StoreSettings
+from ehrfetch.store.tables import Base, Consent, ConsentStatus, Participant, Sex
+
+EXPECTED_TABLES = {
+    "participant", "participant_name", "participant_address", "consent", "run", "batch",
+    "attempt", "organization", "patient_link", "document", "resource", "resource_source",
+    "provenance", "quarantine", "audit",
+}  # fmt: skip
+
+
+def tables(db: StoreUnderTest) -> set[str]:
+    return set(inspect(db.engine).get_table_names()) - {"alembic_version"}
+
+
+def test_migrations_create_exactly_the_models(empty_db: StoreUnderTest) -> None:
+    store.upgrade(empty_db.engine)
+    assert tables(empty_db) == EXPECTED_TABLES
+    with empty_db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        # Any drift between tables.py and the migrations shows up here.
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_migrations_are_reversible(empty_db: StoreUnderTest) -> None:
+    store.upgrade(empty_db.engine)
+    store.downgrade(empty_db.engine, "base")
+    assert tables(empty_db) == set()
+    assert store.schema_state(empty_db.engine).current is None
+    store.upgrade(empty_db.engine)
+    assert tables(empty_db) == EXPECTED_TABLES
+    assert store.schema_state(empty_db.engine).up_to_date
+
+
+def test_ensure_schema_creates_an_empty_database(empty_db: StoreUnderTest) -> None:
+    store.ensure_schema(empty_db.engine)
+    assert store.schema_state(empty_db.engine).up_to_date
+
+
+def test_ensure_schema_refuses_an_outdated_database(empty_db: StoreUnderTest) -> None:
+    store.upgrade(empty_db.engine)
+    with empty_db.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'fffffffffff0'"))
+    with pytest.raises(SchemaError, match="newer than this ehrfetch"):
+        store.ensure_schema(empty_db.engine)
+
+
+def test_ensure_schema_asks_for_upgrade_when_behind(
+    empty_db: StoreUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.upgrade(empty_db.engine)
+    real = store.schema_state(empty_db.engine)
+    # Pretend this code knows a newer head than the database has.
+    monkeypatch.setattr(
+        "ehrfetch.store.schema.schema_state",
+        lambda engine: type(real)(current=real.current, head="9999", known=True),
+    )
+    with pytest.raises(SchemaError, match="run `ehrfetch db upgrade`"):
+        store.ensure_schema(empty_db.engine)
+
+
+def test_ensure_schema_refuses_a_foreign_database(empty_db: StoreUnderTest) -> None:
+    with empty_db.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE somebody_elses (id INTEGER)"))
+    with pytest.raises(SchemaError, match="has tables but no ehrfetch schema"):
+        store.ensure_schema(empty_db.engine)
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    engine = store.create_store_engine(StoreSettings(url=f"sqlite:///{tmp_path / 'x.db'}"))
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    engine.dispose()
+
+
+def add_participant(db: StoreUnderTest, research_id: str = "R1") -> int:
+    now = datetime.now(UTC)
+    with db.sessions.begin() as session:
+        p = Participant(
+            research_id=research_id,
+            birth_date=date(1970, 1, 1),
+            sex=Sex.FEMALE,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(p)
+        session.flush()
+        return p.id
+
+
+def test_timestamps_come_back_aware_utc_on_every_backend(db: StoreUnderTest) -> None:
+    pid = add_participant(db)
+    eastern = timezone(timedelta(hours=-5))
+    signed = datetime(2024, 3, 1, 9, 30, tzinfo=eastern)
+    with db.sessions.begin() as session:
+        session.add(
+            Consent(
+                participant_id=pid,
+                type="ehr",
+                status=ConsentStatus.ACTIVE,
+                recorded_at=signed,
+                imported_at=datetime.now(UTC),
+            )
+        )
+    with db.sessions() as session:
+        stored = session.scalars(select(Consent.recorded_at)).one()
+    assert stored == signed
+    assert stored.tzinfo is not None
+    assert stored.utcoffset() == timedelta(0)
+
+
+def test_naive_timestamps_are_refused(db: StoreUnderTest) -> None:
+    with pytest.raises(Exception, match="naive datetime"), db.sessions.begin() as session:
+        session.add(
+            Participant(
+                research_id="R9",
+                birth_date=date(1970, 1, 1),
+                sex=Sex.MALE,
+                created_at=datetime(2024, 1, 1),
+                updated_at=datetime(2024, 1, 1),
+            )
+        )
+
+
+def test_foreign_keys_cascade_on_delete(db: StoreUnderTest) -> None:
+    pid = add_participant(db)
+    with db.sessions.begin() as session:
+        session.add(
+            Consent(
+                participant_id=pid,
+                type="ehr",
+                status=ConsentStatus.ACTIVE,
+                recorded_at=datetime.now(UTC),
+                imported_at=datetime.now(UTC),
+            )
+        )
+    with db.engine.begin() as conn:
+        conn.execute(text("DELETE FROM participant"))
+    with db.sessions() as session:
+        assert session.scalars(select(Consent)).all() == []
+
+
+def test_enum_columns_refuse_unknown_values(db: StoreUnderTest) -> None:
+    add_participant(db)
+    with pytest.raises(IntegrityError), db.engine.begin() as conn:
+        conn.execute(text("UPDATE participant SET sex = 'mal'"))

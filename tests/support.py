@@ -1,0 +1,74 @@
+"""Helpers shared by test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from ehrfetch.cohort.reading import ReadContext
+
+# A fixed "now" so date checks (future birth dates, consents) do not drift with the calendar.
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+CTX = ReadContext(now=NOW, region="US", research_id_system="urn:ehrfetch:research-id")
+
+ROSTER_COLUMNS = [
+    "research_id", "given", "middle", "family", "suffix", "birth_date", "sex",
+    "address_line1", "address_line2", "city", "state", "postal_code", "phone", "email",
+    "ssn_last4", "previous_names", "previous_addresses", "ehr_on_file",
+]  # fmt: skip
+
+
+@dataclass
+class StoreUnderTest:
+    backend: str
+    url: str
+    """A URL ehrfetch's settings accept (``EHRFETCH__STORE__URL``) for this test's store."""
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+
+def roster_row(research_id: str, /, **overrides: str) -> dict[str, str]:
+    """A valid roster row; tests override the field they are about."""
+    row = {
+        "research_id": research_id,
+        "given": "Robert",
+        "middle": "Lee",
+        "family": "Castellano",
+        "suffix": "",
+        "birth_date": "1961-07-04",
+        "sex": "male",
+        "address_line1": "12 Harbor View Rd",
+        "address_line2": "",
+        "city": "Portland",
+        "state": "ME",
+        "postal_code": "04101",
+        "phone": "(207) 555-0134",
+        "email": "rcastellano@example.org",
+        "ssn_last4": "4821",
+        "previous_names": "",
+        "previous_addresses": "",
+        "ehr_on_file": "",
+    }
+    row.update(overrides)
+    return row
+
+
+def write_roster(path: Path, rows: list[dict[str, str]], columns: list[str] | None = None) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns or ROSTER_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_consents(path: Path, rows: list[tuple[str, ...]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["research_id", "type", "status", "recorded_at", "withdrawn_at"])
+        writer.writerows(rows)
+    return path
