@@ -10,8 +10,23 @@ up in logs, CLI output and Prefect artifacts.
     ├── ConfigError            a settings file or value that cannot be used
     ├── StoreError             the store cannot do what was asked
     │   └── SchemaError        the database schema is missing, behind or unknown
-    └── InputError             an input file that cannot be read at all
-        └── InputFileError     ... with the file (and line) where it failed
+    ├── InputError             an input file that cannot be read at all
+    │   └── InputFileError     ... with the file (and line) where it failed
+    ├── NetworkError           a call to the network failed (after any retries)
+    │   ├── TransportError     connection refused or dropped, timed out
+    │   ├── HTTPStatusError    an answer with an error status
+    │   │   └── AuthError      401 (after one fresh token) or 403; or no token at all
+    │   ├── ResponseTooLarge   a body past the size cap (reading stopped there)
+    │   ├── InvalidResponse    not JSON, not valid FHIR, not the expected resource
+    │   ├── ForeignHostError   a URL outside the organization's host (never requested)
+    │   └── PagingLoopError    a next link that was already followed
+    └── DocumentError          a fetched document that cannot be kept as the participant's
+        ├── DocumentMismatch   its bytes do not have the declared size or hash
+        └── WrongPatientError  it is about another patient
+
+Network and document errors carry a short stable ``code`` (``transport``, ``http_503``,
+``too_large``, …) that attempts, quarantine rows and run summaries count by, the
+organization id, and a URL with its query string removed (queries carry patient ids).
 
 Row-level problems in an input file (a bad roster row, an unknown research id in a
 consents file) are not exceptions: they are collected as :class:`RowProblem` records
@@ -71,3 +86,107 @@ class RowProblem:
     def __str__(self) -> str:
         who = f" [{self.research_id}]" if self.research_id else ""
         return f"line {self.line}, {self.column}{who}: {self.reason}"
+
+
+class NetworkError(EhrfetchError):
+    """A call to the network failed, after any retries it was allowed."""
+
+    code = "network"
+
+    def __init__(
+        self, message: str, *, organization_id: str | None = None, url: str | None = None
+    ) -> None:
+        self.organization_id = organization_id
+        self.url = sanitize_url(url) if url is not None else None
+        where = " ".join(part for part in (organization_id, self.url) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class TransportError(NetworkError):
+    """Connection refused or dropped, or no answer within the timeout."""
+
+    code = "transport"
+
+
+class HTTPStatusError(NetworkError):
+    """An answer with an error status that was not (or no longer) retried."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        organization_id: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        self.status = status
+        self.code = self._code(status)
+        super().__init__(f"HTTP {status}: {message}", organization_id=organization_id, url=url)
+
+    @staticmethod
+    def _code(status: int) -> str:
+        return f"http_{status}"
+
+
+class AuthError(HTTPStatusError):
+    """401 after one fresh token, 403, or a token request that was refused."""
+
+    @staticmethod
+    def _code(status: int) -> str:
+        return "auth"
+
+
+class ResponseTooLarge(NetworkError):
+    """A body larger than the size cap; reading stopped at the cap."""
+
+    code = "too_large"
+
+
+class InvalidResponse(NetworkError):
+    """An answer that is not JSON, not valid FHIR, or not the resource expected."""
+
+    code = "invalid_response"
+
+
+class ForeignHostError(NetworkError):
+    """A URL outside the organization's registered host; it was never requested."""
+
+    code = "foreign_host"
+
+
+class PagingLoopError(NetworkError):
+    """A ``next`` link that points at a page already read."""
+
+    code = "paging_loop"
+
+
+class DocumentError(EhrfetchError):
+    """A fetched document that cannot be kept as the participant's (it is quarantined)."""
+
+    code = "document"
+
+
+class DocumentMismatch(DocumentError):
+    """The bytes do not have the size or hash the DocumentReference declared."""
+
+    code = "document_mismatch"
+
+
+class WrongPatientError(DocumentError):
+    """The document is about another patient than the linked one."""
+
+    code = "wrong_patient"
+
+
+def sanitize_url(url: str) -> str:
+    """The URL without query string, fragment or credentials: safe to log.
+
+    Queries carry patient ids (``?patient=…``) and user info carries secrets.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
