@@ -22,7 +22,8 @@ up in logs, CLI output and Prefect artifacts.
     │   └── PagingLoopError    a next link that was already followed
     └── DocumentError          a fetched document that cannot be kept as the participant's
         ├── DocumentMismatch   its bytes do not have the declared size or hash
-        └── WrongPatientError  it is about another patient
+        ├── WrongPatientError  it is about another patient
+        └── UnreadableDocument it cannot be parsed as the format it claims
 
 Network and document errors carry a short stable ``code`` (``transport``, ``http_503``,
 ``too_large``, …) that attempts, quarantine rows and run summaries count by, the
@@ -176,6 +177,12 @@ class WrongPatientError(DocumentError):
     """The document is about another patient than the linked one."""
 
     code = "wrong_patient"
+
+
+class UnreadableDocument(DocumentError):
+    """The document cannot be parsed as the format its content type claims."""
+
+    code = "unreadable_document"
 
 
 def sanitize_url(url: str) -> str:

@@ -212,3 +212,47 @@ def participant_ids(session: Session, research_ids: Iterable[str]) -> dict[str, 
         select(Participant.research_id, Participant.id).where(Participant.research_id.in_(wanted))
     )
     return dict(rows.all())
+
+
+def load_records(session: Session, ids: Iterable[int]) -> dict[int, ParticipantRecord]:
+    """The participants' demographics with their name and address history."""
+    wanted = list(set(ids))
+    names: dict[int, list[ParticipantName]] = {pid: [] for pid in wanted}
+    for name in session.scalars(
+        select(ParticipantName)
+        .where(ParticipantName.participant_id.in_(wanted))
+        .order_by(ParticipantName.participant_id, ParticipantName.position)
+    ):
+        names[name.participant_id].append(name)
+    addresses: dict[int, list[ParticipantAddress]] = {pid: [] for pid in wanted}
+    for address in session.scalars(
+        select(ParticipantAddress)
+        .where(ParticipantAddress.participant_id.in_(wanted))
+        .order_by(ParticipantAddress.participant_id, ParticipantAddress.position)
+    ):
+        addresses[address.participant_id].append(address)
+    records = {}
+    for p in session.scalars(select(Participant).where(Participant.id.in_(wanted))):
+        person_names = [
+            PersonName(family=n.family or "", given=n.given, middle=n.middle, suffix=n.suffix)
+            for n in names[p.id]
+        ]
+        places = [
+            (a.current, PostalAddress(a.line1, a.line2, a.city, a.state, a.postal_code))
+            for a in addresses[p.id]
+        ]
+        current = next((addr for is_current, addr in places if is_current), None)
+        records[p.id] = ParticipantRecord(
+            research_id=p.research_id,
+            name=person_names[0] if person_names else PersonName(family=""),
+            birth_date=p.birth_date,
+            sex=p.sex,
+            address=current,
+            previous_names=tuple(person_names[1:]),
+            previous_addresses=tuple(addr for is_current, addr in places if not is_current),
+            phone=p.phone,
+            email=p.email,
+            ssn_last4=p.ssn_last4,
+            ehr_on_file=p.ehr_on_file,
+        )
+    return records

@@ -1,0 +1,110 @@
+"""Patient links: each candidate at each organization, the decision and its reasons.
+
+An operator's decision (from the review queue) is final: later runs refresh the
+network's grade and ehrfetch's score on the link, but never overturn the operator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ehrfetch.store.tables import DecidedBy, LinkDecision, Organization, PatientLink, table_of
+from ehrfetch.store.upsert import insert_missing
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRow:
+    organization_id: str
+    network_patient_id: str
+    grade: str | None
+    network_score: float | None
+    score: float
+    decision: LinkDecision
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OrganizationRow:
+    id: str
+    name: str
+    base_url: str
+    host: str
+
+
+def upsert_organizations(
+    session: Session, organizations: Sequence[OrganizationRow], now: datetime
+) -> None:
+    known = {o.id: o for o in session.scalars(select(Organization))}
+    for org in organizations:
+        row = known.get(org.id)
+        if row is None:
+            session.add(
+                Organization(
+                    id=org.id, name=org.name, base_url=org.base_url, host=org.host, updated_at=now
+                )
+            )
+        elif (row.name, row.base_url, row.host) != (org.name, org.base_url, org.host):
+            row.name, row.base_url, row.host, row.updated_at = (
+                org.name, org.base_url, org.host, now,
+            )  # fmt: skip
+    session.flush()
+
+
+def save_links(
+    session: Session, participant_id: int, links: Sequence[LinkRow], now: datetime
+) -> dict[tuple[str, str], PatientLink]:
+    """Insert or refresh links; return every link of the participant by (org, patient id)."""
+    insert_missing(
+        session,
+        table_of(PatientLink),
+        [
+            {
+                "participant_id": participant_id,
+                "organization_id": link.organization_id,
+                "network_patient_id": link.network_patient_id,
+                "grade": link.grade,
+                "network_score": link.network_score,
+                "score": link.score,
+                "decision": link.decision,
+                "decided_by": DecidedBy.AUTO,
+                "reasons": list(link.reasons),
+                "created_at": now,
+                "decided_at": now,
+            }
+            for link in links
+        ],
+        ["participant_id", "organization_id", "network_patient_id"],
+    )
+    existing = {
+        (row.organization_id, row.network_patient_id): row
+        for row in session.scalars(
+            select(PatientLink).where(PatientLink.participant_id == participant_id)
+        )
+    }
+    for link in links:
+        row = existing[(link.organization_id, link.network_patient_id)]
+        row.grade, row.network_score, row.score = link.grade, link.network_score, link.score
+        if row.decided_by is DecidedBy.AUTO and (
+            row.decision != link.decision or row.reasons != list(link.reasons)
+        ):
+            row.decision, row.reasons, row.decided_at = link.decision, list(link.reasons), now
+    session.flush()
+    return existing
+
+
+def accepted_links(session: Session, participant_id: int) -> list[PatientLink]:
+    return list(
+        session.scalars(
+            select(PatientLink)
+            .where(
+                PatientLink.participant_id == participant_id,
+                PatientLink.decision == LinkDecision.ACCEPT,
+            )
+            .order_by(PatientLink.organization_id, PatientLink.id)
+        )
+    )
