@@ -1,0 +1,3 @@
+from mock_network.cli import main
+
+main()
