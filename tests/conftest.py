@@ -16,10 +16,10 @@ from urllib.parse import quote
 
 import pytest
 from sqlalchemy import create_engine, text
-from support import StoreUnderTest
 
 from ehrfetch import store
 from ehrfetch.settings import StoreSettings
+from support import StoreUnderTest
 
 PG_URL = os.environ.get("EHRFETCH_TEST_DATABASE_URL")
 REQUIRE_PG = os.environ.get("EHRFETCH_REQUIRE_POSTGRES") == "1"

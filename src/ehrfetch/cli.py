@@ -30,7 +30,14 @@ from ehrfetch.cohort.reading import ReadContext
 from ehrfetch.cohort.selection import count_cohort, select_cohort
 from ehrfetch.errors import EhrfetchError
 from ehrfetch.settings import Settings, load_settings
-from ehrfetch.terminal import print_counts, print_import, print_selection, write_problem_report
+from ehrfetch.terminal import (
+    print_batch_result,
+    print_counts,
+    print_import,
+    print_review_items,
+    print_selection,
+    write_problem_report,
+)
 
 app = typer.Typer(
     name="ehrfetch",
@@ -260,6 +267,133 @@ def cohort_select(
     print_selection(out, selection, as_json=as_json)
 
 
+# --- review ---------------------------------------------------------------------------
+
+review_app = typer.Typer(help="The review queue: candidates ehrfetch would not decide alone.")
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("list")
+@handles_errors
+def review_list(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Links waiting for an operator, oldest first (research ids and reasons only)."""
+    from ehrfetch.store.links import review_queue
+
+    with _ctx(ctx).sessions()() as session:
+        items = review_queue(session, limit)
+    print_review_items(out, items, as_json=as_json)
+
+
+@review_app.command("show")
+@handles_errors
+def review_show(
+    ctx: typer.Context,
+    link_id: Annotated[int, typer.Argument(help="Link id (from `review list`).")],
+    as_json: JsonOption = False,
+) -> None:
+    """One link: the organization, the network's grade, ehrfetch's score and reasons."""
+    from ehrfetch.store.links import review_item
+
+    with _ctx(ctx).sessions()() as session:
+        item = review_item(session, link_id)
+    print_review_items(out, [item], as_json=as_json, detail=True)
+
+
+def _decide(ctx: typer.Context, link_id: int, decision: str) -> None:
+    from ehrfetch.store.links import decide_link
+    from ehrfetch.store.tables import LinkDecision
+
+    with _ctx(ctx).sessions().begin() as session:
+        item = decide_link(session, link_id, LinkDecision(decision), _now())
+    out.print(
+        f"link {item.link_id} ({item.research_id} at {item.organization_id}): {decision}ed"
+        + (" — documents are retrieved on the next run" if decision == "accept" else "")
+    )
+
+
+@review_app.command("accept")
+@handles_errors
+def review_accept(ctx: typer.Context, link_id: int) -> None:
+    """Accept a candidate: it is the participant. The next run retrieves its documents."""
+    _decide(ctx, link_id, "accept")
+
+
+@review_app.command("reject")
+@handles_errors
+def review_reject(ctx: typer.Context, link_id: int) -> None:
+    """Reject a candidate: it is not the participant, whatever later runs score."""
+    _decide(ctx, link_id, "reject")
+
+
+# --- match-check ----------------------------------------------------------------------
+
+
+@app.command("match-check")
+@handles_errors
+def match_check(
+    file: Annotated[
+        Path,
+        typer.Argument(help="NDJSON deck: {participant, candidates} per line; - for stdin."),
+    ],
+) -> None:
+    """Decide a deck of participants and candidates offline, one NDJSON line each.
+
+    Output: {"id", "decision", "candidate", "reasons"} per input line on stdout; an
+    unreadable line gets {"line", "error"} on stderr and the rest goes on (exit 1).
+    """
+    from ehrfetch.errors import InputFileError
+    from ehrfetch.matching.check import run_match_check
+
+    if str(file) == "-":
+        bad = run_match_check(sys.stdin.buffer, sys.stdout, err=sys.stderr)
+    else:
+        try:
+            handle = file.open("rb")
+        except OSError as exc:
+            raise InputFileError(file, f"cannot open: {exc.strerror}") from None
+        with handle:
+            bad = run_match_check(handle, sys.stdout, err=sys.stderr)
+    sys.stdout.flush()
+    if bad:
+        raise typer.Exit(1)
+
+
+# --- batch ----------------------------------------------------------------------------
+
+batch_app = typer.Typer(help="Batches of a run.", no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
+
+
+@batch_app.command("run")
+@handles_errors
+def batch_run(
+    ctx: typer.Context,
+    batch_id: Annotated[int, typer.Argument(help="Batch id (from `cohort select`).")],
+    again: Annotated[
+        bool, typer.Option("--again", help="Re-open a finished batch's failed attempts first.")
+    ] = False,
+) -> None:
+    """Acquire the participants of one batch against the network in the settings."""
+    import asyncio
+
+    from ehrfetch.batch import run_batch
+    from ehrfetch.store.batches import reopen_batch
+
+    app_ctx = _ctx(ctx)
+    sessions = app_ctx.sessions()
+    if again:
+        with sessions.begin() as session:
+            reopen_batch(session, batch_id)
+    result = asyncio.run(run_batch(batch_id, app_ctx.settings, sessions))
+    print_batch_result(out, result)
+    if result.status.value != "succeeded":
+        raise typer.Exit(1)
+
+
 # --- bench --------------------------------------------------------------------------
 
 bench_app = typer.Typer(help="Benchmarks: print measured figures.", no_args_is_help=True)
@@ -313,6 +447,44 @@ def bench_import(
     out.print(table)
 
 
+@bench_app.command("match")
+@handles_errors
+def bench_match(
+    ctx: typer.Context,
+    participants: Annotated[int, typer.Option(min=10, help="Roster size.")] = 2000,
+    workdir: Annotated[
+        Path, typer.Option(help="Folder for the roster and the store.", file_okay=False)
+    ] = Path(".bench/match"),
+    network_config: Annotated[
+        Path, typer.Option(help="The mock network's settings.", dir_okay=False)
+    ] = Path("config/mock_network.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Score ehrfetch's match decisions against the mock network's truth."""
+    import sys
+
+    from ehrfetch.bench.match import as_dict, run_match_bench
+
+    logging.getLogger("ehrfetch").setLevel(logging.ERROR)
+    result = run_match_bench(
+        _ctx(ctx).settings, workdir, participants, network_config, " ".join(sys.argv[1:])
+    )
+    figures = as_dict(result)
+    if as_json:
+        out.print_json(orjson.dumps(figures).decode())
+        return
+    score = figures.pop("score")
+    table = Table(title="Match quality", show_header=False, title_justify="left")
+    for key, value in {**score, **figures}.items():
+        text = (
+            f"{value:.5f}"
+            if isinstance(value, float) and key in ("precision", "recall")
+            else str(value)
+        )
+        table.add_row(key, text)
+    out.print(table)
+
+
 # --- demo -----------------------------------------------------------------------------
 
 
@@ -321,13 +493,28 @@ def bench_import(
 def demo(
     ctx: typer.Context,
     workdir: Annotated[
-        Path, typer.Option(help="Folder for the demo's store (emptied first).", file_okay=False)
+        Path,
+        typer.Option(
+            help="Folder for the demo's store and roster (emptied first).", file_okay=False
+        ),
     ] = Path("demo"),
+    participants: Annotated[int, typer.Option(min=1, help="Roster size.")] = 200,
+    batch_size: Annotated[int, typer.Option(min=1, help="Participants per batch.")] = 50,
+    network_config: Annotated[
+        Path, typer.Option(help="The mock network's settings.", dir_okay=False)
+    ] = Path("config/mock_network.toml"),
 ) -> None:
-    """Import the sample roster and consents into a fresh store and select the cohort."""
+    """Run the whole acquisition against the mock network on 127.0.0.1."""
     from ehrfetch.demo import run_demo
 
-    run_demo(_ctx(ctx).settings, workdir, out)
+    run_demo(
+        _ctx(ctx).settings,
+        workdir,
+        out,
+        participants=participants,
+        batch_size=batch_size,
+        network_config=network_config,
+    )
 
 
 def _now() -> datetime:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -83,6 +83,59 @@ class NetworkSettings(_Section):
     private_key_file: Path | None = None
     purpose_of_use: str = "T-IAS"
     """Purpose of use declared when asking for a token (HL7 v3 PurposeOfUse code)."""
+    scope: str = "system/Patient.read system/DocumentReference.read system/Binary.read"
+    """Scopes asked for with each token (SMART backend services ``system/`` scopes)."""
+    key_id: str | None = None
+    """``kid`` header of the client assertion, for networks that hold several client keys."""
+    assertion_lifetime_s: Annotated[int, Field(gt=0, le=300)] = 240
+    """Lifetime of a signed client assertion; networks refuse more than 300 s."""
+    token_refresh_margin_s: Annotated[float, Field(ge=0)] = 30.0
+    """A cached token is replaced this long before it expires, so no call carries a token
+    that expires in flight."""
+
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    read_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    """Longest silence between two chunks of an answer."""
+    write_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    pool_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    """Longest wait for a free connection from the pool."""
+    request_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    """Longest time for one try, start to last byte: a server trickling a body a byte at
+    a time never trips the read timeout, this one it does."""
+    max_body_bytes: Annotated[int, Field(gt=0)] = 20 * 1024 * 1024
+    """Largest answer read; reading stops past it and the call fails as too large."""
+    max_connections: Annotated[int, Field(gt=0)] = 32
+    """Open connections per batch client, all organizations together."""
+    max_keepalive_connections: Annotated[int, Field(ge=0)] = 16
+    transport: Literal["httpx", "aiohttp"] = "aiohttp"
+    """HTTP implementation under the httpx client: aiohttp's (through httpx-aiohttp; it
+    costs 1.6-3.5x less client CPU per request, same errors and limits as seen from
+    ehrfetch) or httpx's own. See docs/benchmarks.md and scripts/bench_transport.py."""
+    user_agent: str = "ehrfetch/0.1"
+
+    max_tries: Annotated[int, Field(ge=1, le=20)] = 5
+    """Tries per call, the first included, for 429, 5xx and transport errors."""
+    backoff_base_s: Annotated[float, Field(ge=0)] = 0.5
+    """First backoff; each next one doubles, plus up to this much random jitter."""
+    backoff_max_s: Annotated[float, Field(ge=0)] = 30.0
+    """Longest backoff between two tries (``Retry-After`` aside)."""
+    retry_after_max_s: Annotated[float, Field(ge=0)] = 120.0
+    """Longest ``Retry-After`` honoured. A server asking for a longer pause gets it: the
+    call fails at once instead of coming back early or holding the batch."""
+
+    requests_per_second: Annotated[float, Field(gt=0)] = 20.0
+    """Requests per second to each organization (and to the directory and token endpoint),
+    kept under the network's limit so ehrfetch does not live on 429s."""
+    burst: Annotated[int, Field(ge=1)] = 10
+    """Requests an idle organization may receive at once before pacing starts."""
+    org_requests_per_second: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    """Per-organization overrides of ``requests_per_second``, by organization id."""
+    org_concurrency: Annotated[int, Field(ge=1)] = 8
+    """Organizations queried at once when one participant is looked up everywhere."""
+    page_size: Annotated[int, Field(ge=1, le=1000)] = 50
+    """``_count`` asked for in DocumentReference searches."""
+    max_pages: Annotated[int, Field(ge=1)] = 100
+    """Pages followed in one DocumentReference search before giving up as a runaway."""
 
 
 class RosterSettings(_Section):
@@ -100,6 +153,15 @@ class CohortSettings(_Section):
     """A participant found nowhere is tried again after this many days."""
 
 
+class AcquireSettings(_Section):
+    participant_concurrency: Annotated[int, Field(ge=1, le=1000)] = 16
+    """Participants of one batch looked up at once."""
+    match_count: Annotated[int, Field(ge=1, le=50)] = 5
+    """Candidates asked for from each organization's ``$match``."""
+    retrieve_documents: bool = True
+    """False: discover and decide only (a dry run of matching; the match benchmark)."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -112,6 +174,7 @@ class Settings(BaseSettings):
     network: NetworkSettings = NetworkSettings()
     roster: RosterSettings = RosterSettings()
     cohort: CohortSettings = CohortSettings()
+    acquire: AcquireSettings = AcquireSettings()
 
     @classmethod
     def settings_customise_sources(

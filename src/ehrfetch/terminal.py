@@ -13,9 +13,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ehrfetch.batch import BatchResult
 from ehrfetch.cohort.importing import ImportReport
 from ehrfetch.cohort.selection import CohortSelection
 from ehrfetch.store.cohort import CohortCounts
+from ehrfetch.store.links import ReviewItem
 
 # How many problems an import prints; --report writes them all.
 SHOWN_PROBLEMS = 20
@@ -84,4 +86,60 @@ def print_selection(out: Console, selection: CohortSelection, *, as_json: bool =
     table.add_column("first research id")
     for batch in selection.batches:
         table.add_row(str(batch.id), str(batch.seq), str(batch.size), batch.first_research_id)
+    out.print(table)
+
+
+def print_review_items(
+    out: Console, items: list[ReviewItem], *, as_json: bool = False, detail: bool = False
+) -> None:
+    if as_json:
+        rows = [
+            {
+                "link": i.link_id,
+                "research_id": i.research_id,
+                "organization": i.organization_id,
+                "network_patient_id": i.network_patient_id,
+                "grade": i.grade,
+                "score": i.score,
+                "decision": i.decision.value,
+                "decided_by": i.decided_by.value,
+                "reasons": list(i.reasons),
+                "decided_at": i.decided_at.isoformat(),
+            }
+            for i in items
+        ]
+        out.print_json(orjson.dumps(rows).decode())
+        return
+    if not items:
+        out.print("the review queue is empty")
+        return
+    table = Table(title=f"{len(items)} link(s)", title_justify="left")
+    for column in ("link", "research id", "organization", "grade", "score", "decision", "reasons"):
+        table.add_column(column, justify="right" if column in ("link", "score") else "left")
+    for i in items:
+        reasons = "\n".join(i.reasons) if detail else ", ".join(r for r in i.reasons if ":" in r)
+        table.add_row(
+            str(i.link_id),
+            i.research_id,
+            i.organization_id,
+            i.grade or "-",
+            f"{i.score:.1f}",
+            f"{i.decision.value} ({i.decided_by.value})",
+            escape(reasons),
+        )
+    out.print(table)
+
+
+def print_batch_result(out: Console, result: BatchResult) -> None:
+    table = Table(
+        title=f"Batch {result.batch_id}: {result.status.value}",
+        title_justify="left",
+        show_header=False,
+    )
+    for outcome, count in sorted(result.outcomes.items()):
+        table.add_row(outcome, f"{count:,}")
+    table.add_row("documents stored", f"{result.documents:,}")
+    table.add_row("resources", f"{result.resources:,}")
+    for code, count in sorted(result.errors.items()):
+        table.add_row(f"error: {code}", f"{count:,}")
     out.print(table)

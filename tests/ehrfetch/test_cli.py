@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
-from support import StoreUnderTest, roster_row, write_consents, write_roster
 from typer.testing import CliRunner, Result
 
 from ehrfetch.cli import app
+from support import StoreUnderTest, roster_row, write_consents, write_roster
+
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 def run(args: list[str], url: str | None = None, **env: str) -> Result:
@@ -151,12 +154,53 @@ def test_db_downgrade_needs_confirmation(empty_db: StoreUnderTest) -> None:
     assert "revision none" in run(["db", "current"], empty_db.url).stdout
 
 
-def test_demo_imports_samples_and_selects(tmp_path: Path) -> None:
-    result = run(["demo", "--workdir", str(tmp_path / "demo")])
+def test_demo_runs_the_whole_acquisition(tmp_path: Path) -> None:
+    # A copy of the project's mock network settings, so the demo's keys land in tmp_path.
+    (tmp_path / "config").mkdir()
+    shutil.copy(PROJECT / "config" / "mock_network.toml", tmp_path / "config")
+    result = run(["demo", "--workdir", "demo", "--participants", "30", "--batch-size", "10"])
     assert result.exit_code == 0, result.output
-    assert "participants: 40 rows read, 38 new" in result.stdout
-    assert "eligible now" in result.stdout
-    assert "participants selected" in result.stdout
-    # Running it again starts from a fresh store, not on top of the last one.
-    again = run(["demo", "--workdir", str(tmp_path / "demo")])
-    assert "38 new" in again.stdout
+    assert "participants: 30 rows read, 30 new" in result.stdout
+    assert "retrieved" in result.stdout
+    assert "documents stored" in result.stdout
+    assert (tmp_path / ".work" / "keys" / "ehrfetch.key.pem").exists()
+    # The mock network was stopped: nothing listens on the port any more.
+    log = (tmp_path / "demo" / "mock-network.log").read_text()
+    assert "Uvicorn running" in log or "Application startup complete" in log
+
+
+def test_match_check_decides_a_deck_offline(tmp_path: Path) -> None:
+    person = {
+        "resourceType": "Patient",
+        "id": "R1",
+        "name": [{"family": "Okafor", "given": ["Grace"]}],
+        "gender": "female",
+        "birthDate": "1984-11-02",
+        "address": [
+            {"line": ["4 Cove St"], "city": "Boston", "state": "MA", "postalCode": "02110"}
+        ],
+        "telecom": [{"system": "phone", "value": "+16175550177"}],
+    }
+    twin = {**person, "id": "n2", "name": [{"family": "Okafor", "given": ["Ruth"]}]}
+    same = {**person, "id": "n1"}
+    deck = tmp_path / "deck.ndjson"
+    lines = [
+        {
+            "participant": person,
+            "candidates": [{"resource": same, "score": 0.9, "grade": "certain"}],
+        },
+        {
+            "participant": person,
+            "candidates": [{"resource": twin, "score": 0.8, "grade": "probable"}],
+        },
+    ]
+    deck.write_text("\n".join(json.dumps(line) for line in lines) + "\n{not json\n")
+    result = run(["match-check", str(deck)])
+    assert result.exit_code == 1  # one unreadable line
+    decisions = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(d["id"], d["decision"], d["candidate"]) for d in decisions] == [
+        ("R1", "accept", 0),
+        ("R1", "reject", None),
+    ]
+    assert any("twin" in reason for reason in decisions[1]["reasons"])
+    assert '"line":3' in result.stderr.replace(" ", "")

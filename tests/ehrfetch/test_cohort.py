@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from support import CTX, NOW, StoreUnderTest, roster_row, write_consents, write_roster
 
 from ehrfetch.cohort.importing import import_consents, import_roster
 from ehrfetch.cohort.selection import count_cohort, rules_from, select_cohort
@@ -28,6 +27,7 @@ from ehrfetch.store.tables import (
     Run,
     RunStatus,
 )
+from support import CTX, NOW, StoreUnderTest, roster_row, write_consents, write_roster
 
 SETTINGS = CohortSettings(consent_type="ehr", batch_size=3, no_match_retry_days=30)
 

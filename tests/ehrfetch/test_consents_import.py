@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from support import CTX, StoreUnderTest, roster_row, write_consents, write_roster
 
 from ehrfetch.cohort.importing import import_consents, import_roster
 from ehrfetch.store.tables import Consent, ConsentStatus
+from support import CTX, StoreUnderTest, roster_row, write_consents, write_roster
 
 
 @pytest.fixture

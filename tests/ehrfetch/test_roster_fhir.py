@@ -8,11 +8,11 @@ from typing import Any
 import orjson
 import pytest
 from sqlalchemy import select
-from support import CTX, StoreUnderTest
 
 from ehrfetch.cohort.importing import import_roster, roster_format
 from ehrfetch.errors import InputFileError
 from ehrfetch.store.tables import Participant, Sex
+from support import CTX, StoreUnderTest
 
 SYSTEM = CTX.research_id_system
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from support import CTX, ROSTER_COLUMNS, StoreUnderTest, roster_row, write_roster
 
 from ehrfetch.cohort.importing import import_roster
 from ehrfetch.errors import InputFileError
 from ehrfetch.store.tables import Participant, ParticipantAddress, ParticipantName, Sex
+from support import CTX, ROSTER_COLUMNS, StoreUnderTest, roster_row, write_roster
 
 # (case, overrides of the middle row, column reported, words of the reason)
 BAD_ROWS = [

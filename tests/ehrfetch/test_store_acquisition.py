@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from support import CTX, NOW, StoreUnderTest, roster_row, write_consents, write_roster
 
 from ehrfetch.cohort.importing import import_consents, import_roster
 from ehrfetch.cohort.selection import rules_from, select_cohort
@@ -36,6 +35,7 @@ from ehrfetch.store.tables import (
     Resource,
     ResourceSource,
 )
+from support import CTX, NOW, StoreUnderTest, roster_row, write_consents, write_roster
 
 SETTINGS = CohortSettings()
 RULES = rules_from(SETTINGS, NOW)

@@ -8,12 +8,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
-from support import StoreUnderTest
 
 from ehrfetch import store
 from ehrfetch.errors import SchemaError
 from ehrfetch.settings import StoreSettings
 from ehrfetch.store.tables import Base, Consent, ConsentStatus, Participant, Sex
+from support import StoreUnderTest
 
 EXPECTED_TABLES = {
     "participant", "participant_name", "participant_address", "consent", "run", "batch",

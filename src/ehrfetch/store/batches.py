@@ -112,3 +112,28 @@ def finish_batch(
         .values(status=status, finished_at=now, heartbeat_at=now, error=error)
     )
     return status
+
+
+def reopen_batch(session: Session, batch_id: int, *, only_failed: bool = True) -> int:
+    """Make a finished batch pending again; its failed attempts (or all) lose their outcome.
+
+    Returns how many participants the batch will do again. Everything a participant
+    already has in the store stays: a re-run converges on it instead of repeating it.
+    """
+    condition = Attempt.batch_id == batch_id
+    if only_failed:
+        condition = condition & (Attempt.outcome == AttemptOutcome.FAILED)
+    reopened = len(
+        session.scalars(
+            update(Attempt)
+            .where(condition)
+            .values(outcome=None, error_code=None, error_detail=None, finished_at=None)
+            .returning(Attempt.id)
+        ).all()
+    )
+    session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id)
+        .values(status=BatchStatus.PENDING, finished_at=None, error=None)
+    )
+    return reopened

@@ -9,11 +9,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ehrfetch.store.tables import DecidedBy, LinkDecision, Organization, PatientLink, table_of
+from ehrfetch.errors import StoreError
+from ehrfetch.store.tables import (
+    DecidedBy,
+    LinkDecision,
+    Organization,
+    Participant,
+    PatientLink,
+    table_of,
+)
 from ehrfetch.store.upsert import insert_missing
 
 
@@ -108,3 +117,91 @@ def accepted_links(session: Session, participant_id: int) -> list[PatientLink]:
             .order_by(PatientLink.organization_id, PatientLink.id)
         )
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewItem:
+    link_id: int
+    research_id: str
+    organization_id: str
+    network_patient_id: str
+    grade: str | None
+    score: float
+    decision: LinkDecision
+    decided_by: DecidedBy
+    reasons: tuple[str, ...]
+    decided_at: datetime
+
+
+def _items(session: Session, condition: Any, limit: int | None = None) -> list[ReviewItem]:
+    query = (
+        select(PatientLink, Participant.research_id)
+        .join(Participant, Participant.id == PatientLink.participant_id)
+        .where(condition)
+        .order_by(PatientLink.decided_at, PatientLink.id)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    return [
+        ReviewItem(
+            link_id=link.id,
+            research_id=rid,
+            organization_id=link.organization_id,
+            network_patient_id=link.network_patient_id,
+            grade=link.grade,
+            score=link.score,
+            decision=link.decision,
+            decided_by=link.decided_by,
+            reasons=tuple(link.reasons),
+            decided_at=link.decided_at,
+        )
+        for link, rid in session.execute(query)
+    ]
+
+
+def review_queue(session: Session, limit: int | None = None) -> list[ReviewItem]:
+    """Links waiting for an operator, oldest first."""
+    return _items(
+        session,
+        (PatientLink.decision == LinkDecision.REVIEW) & (PatientLink.decided_by == DecidedBy.AUTO),
+        limit,
+    )
+
+
+def review_item(session: Session, link_id: int) -> ReviewItem:
+    found = _items(session, PatientLink.id == link_id)
+    if not found:
+        raise StoreError(f"link {link_id} does not exist")
+    return found[0]
+
+
+def decide_link(
+    session: Session, link_id: int, decision: LinkDecision, now: datetime
+) -> ReviewItem:
+    """An operator's decision: final for this link, kept across later runs."""
+    link = session.get(PatientLink, link_id, with_for_update=True)
+    if link is None:
+        raise StoreError(f"link {link_id} does not exist")
+    if decision is LinkDecision.ACCEPT:
+        other = session.scalars(
+            select(PatientLink.id).where(
+                PatientLink.participant_id == link.participant_id,
+                PatientLink.organization_id == link.organization_id,
+                PatientLink.decision == LinkDecision.ACCEPT,
+                PatientLink.id != link.id,
+            )
+        ).first()
+        if other is not None:
+            raise StoreError(
+                f"link {other} already accepts another patient at {link.organization_id} for "
+                f"this participant; reject it first (one participant is one patient there)"
+            )
+    link.decision = decision
+    link.decided_by = DecidedBy.OPERATOR
+    link.decided_at = now
+    link.reasons = [
+        *[r for r in link.reasons if not r.startswith("operator:")],
+        f"operator:{decision.value}",
+    ]
+    session.flush()
+    return review_item(session, link_id)

@@ -1,0 +1,393 @@
+"""One participant, end to end: discover, decide, retrieve, normalize, record.
+
+Plain async Python: no orchestration here (``batch.py`` runs many participants, flows
+run batches). The network client is the only thing that speaks HTTP; the store
+functions are the only things that speak SQL.
+
+What is sent to the network is the minimum that matching needs: names (current and
+previous), sex, birth date, addresses (current and previous), phone and e-mail. The
+SSN's last four digits stay at home: they are used to judge candidates, never sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from ehrfetch.cohort.records import ParticipantRecord, PersonName, PostalAddress
+from ehrfetch.errors import (
+    DocumentError,
+    DocumentMismatch,
+    ForeignHostError,
+    NetworkError,
+    ResponseTooLarge,
+    WrongPatientError,
+)
+from ehrfetch.matching.person import MatchPerson
+from ehrfetch.matching.policy import Candidate, MatchPolicy, decide
+from ehrfetch.network import (
+    AttachmentRef,
+    DocumentRefEntry,
+    FetchedAttachment,
+    NetworkClient,
+    Organization,
+    verify,
+)
+from ehrfetch.normalize.ccda_header import check_ccda_patient
+from ehrfetch.normalize.fhir_bundle import normalize_bundle
+from ehrfetch.provenance import SourceDocument, build_provenance, provenance_id
+from ehrfetch.store.batches import AttemptResult, Member
+from ehrfetch.store.cohort import CohortRules
+from ehrfetch.store.documents import (
+    DerivedResource,
+    FetchedDocument,
+    SaveOutcome,
+    quarantine_document,
+    save_document,
+    stored_document_ids,
+)
+from ehrfetch.store.links import LinkRow, accepted_links, save_links
+from ehrfetch.store.tables import AttemptOutcome, LinkDecision, PatientLink
+
+log = logging.getLogger(__name__)
+
+FHIR_JSON = ("application/fhir+json", "application/json+fhir", "application/json")
+CDA_XML = ("application/hl7-v3+xml", "application/xml", "text/xml", "application/cda+xml")
+# A body whose size or hash disagrees with its reference may have been cut short on the
+# way (proxies do that): it is fetched this many more times before it is quarantined.
+REFETCHES_ON_MISMATCH = 2
+# Attachments in the order ehrfetch prefers when a DocumentReference offers several
+# renditions of one document: structured first.
+_PREFERENCE = ("application/fhir+json", "application/hl7-v3+xml", "application/xml", "text/xml")
+
+
+@dataclass(frozen=True)
+class AcquireContext:
+    """What every participant of a batch shares."""
+
+    sessions: sessionmaker[Session]
+    network: NetworkClient
+    organizations: tuple[Organization, ...]
+    rules: CohortRules
+    """For the consent re-check in each store transaction."""
+    policy: MatchPolicy
+    purpose_of_use: str
+    match_count: int
+    clock: Callable[[], datetime]
+    region: str = "US"
+    retrieve: bool = True
+
+
+@dataclass
+class _Tally:
+    documents: int = 0
+    resources: int = 0
+    errors: list[str] = field(default_factory=list)
+    withdrawn: bool = False
+
+
+async def acquire_participant(
+    ctx: AcquireContext, member: Member, record: ParticipantRecord
+) -> AttemptResult:
+    rid = member.research_id
+    person = MatchPerson.from_record(record)
+    answers = await ctx.network.match_everywhere(
+        ctx.organizations, match_query(record), count=ctx.match_count, research_id=rid
+    )
+    links: list[LinkRow] = []
+    tally = _Tally()
+    for answer in answers:
+        if answer.error is not None:
+            log.warning(
+                "%s: $match at %s failed: %s", rid, answer.organization.id, answer.error.code
+            )
+            tally.errors.append(answer.error.code)
+            continue
+        candidates = [
+            Candidate(
+                MatchPerson.from_fhir_patient(c.resource, region=ctx.region), c.score, c.grade
+            )
+            for c in answer.candidates
+        ]
+        decision = decide(person, candidates, ctx.policy)
+        for verdict, candidate in zip(decision.candidates, answer.candidates, strict=True):
+            links.append(
+                LinkRow(
+                    organization_id=answer.organization.id,
+                    network_patient_id=candidate.network_patient_id,
+                    grade=candidate.grade,
+                    network_score=candidate.score,
+                    score=verdict.score,
+                    decision=verdict.decision,
+                    reasons=verdict.reasons,
+                )
+            )
+    with ctx.sessions.begin() as session:
+        saved = save_links(session, member.participant_id, links, ctx.clock())
+        # Accepted links include an operator's accept from the review queue.
+        accepted = accepted_links(session, member.participant_id)
+        known = stored_document_ids(session, member.participant_id)
+    in_review = any(link.decision is LinkDecision.REVIEW for link in saved.values())
+
+    orgs = {org.id: org for org in ctx.organizations}
+    for link in accepted if ctx.retrieve else []:
+        org = orgs.get(link.organization_id)
+        if org is None:
+            continue  # the organization left the network
+        await _retrieve(ctx, member, link, org, known, tally)
+        if tally.withdrawn:
+            return AttemptResult(AttemptOutcome.WITHDRAWN, links_accepted=len(accepted))
+    return _outcome(accepted, in_review, tally)
+
+
+def _outcome(accepted: list[PatientLink], in_review: bool, tally: _Tally) -> AttemptResult:
+    if accepted:
+        outcome = AttemptOutcome.RETRIEVED if tally.documents else AttemptOutcome.NO_DOCUMENTS
+    elif in_review:
+        outcome = AttemptOutcome.NEEDS_REVIEW
+    elif tally.errors:
+        # Not every organization could be asked: "found nowhere" would be a guess.
+        outcome = AttemptOutcome.FAILED
+    else:
+        outcome = AttemptOutcome.NO_MATCH
+    return AttemptResult(
+        outcome,
+        error_code=tally.errors[0] if tally.errors else None,
+        error_detail=", ".join(sorted(set(tally.errors))) if tally.errors else None,
+        links_accepted=len(accepted),
+        documents=tally.documents,
+        resources=tally.resources,
+    )
+
+
+async def _retrieve(
+    ctx: AcquireContext,
+    member: Member,
+    link: PatientLink,
+    org: Organization,
+    known: set[tuple[str, str]],
+    tally: _Tally,
+) -> None:
+    rid = member.research_id
+    try:
+        async for entry in ctx.network.documents(org, link.network_patient_id, rid):
+            if (org.id, entry.id) in known:
+                continue  # fetched by an earlier run (stored or quarantined)
+            await _one_document(ctx, member, link, org, entry, tally)
+            if tally.withdrawn:
+                return
+    except NetworkError as error:
+        # Paging loops, a dead search: the documents read so far are kept.
+        log.warning("%s: document search at %s stopped: %s", rid, org.id, error.code)
+        tally.errors.append(error.code)
+
+
+async def _one_document(
+    ctx: AcquireContext,
+    member: Member,
+    link: PatientLink,
+    org: Organization,
+    entry: DocumentRefEntry,
+    tally: _Tally,
+) -> None:
+    rid = member.research_id
+    ref = _preferred(entry.attachments)
+    if ref is None:
+        tally.errors.append("no_attachment")
+        return
+    base = FetchedDocument(
+        participant_id=member.participant_id,
+        organization_id=org.id,
+        link_id=link.id,
+        document_reference_id=entry.id,
+        url=ref.url,
+        content_type=ref.content_type or "application/octet-stream",
+        declared_size=ref.size,
+        declared_sha1=ref.sha1,
+        computed_sha1=None,
+        sha256=None,
+        size=None,
+        content=None,
+    )
+    if not _about(entry, link.network_patient_id):
+        _quarantine(ctx, base, "the DocumentReference is about another patient", "wrong_patient")
+        return
+    try:
+        fetched = await _fetch_verified(ctx, org, ref, rid)
+    except (ForeignHostError, ResponseTooLarge) as error:
+        _quarantine(ctx, base, str(error), error.code)
+        return
+    except NetworkError as error:
+        # Transient or server-side: nothing recorded, so the next run tries again.
+        log.warning("%s: fetching a document at %s failed: %s", rid, org.id, error.code)
+        tally.errors.append(error.code)
+        return
+    except DocumentMismatch as error:
+        _quarantine(ctx, base, str(error), error.code)
+        return
+    document = _with_bytes(base, fetched)
+    try:
+        resources = _normalize(document, fetched, rid, link.network_patient_id)
+    except WrongPatientError as error:
+        _quarantine(ctx, document, str(error), error.code)
+        return
+    except DocumentError as error:
+        _quarantine(ctx, document, str(error), error.code, keep_content=True)
+        return
+    source = SourceDocument(
+        organization_id=org.id,
+        organization_name=org.name,
+        document_reference_id=entry.id,
+        url=ref.url,
+        sha256=fetched.sha256_hex,
+        sha1=fetched.sha1_b64,
+        content_type=document.content_type,
+    )
+    now = ctx.clock()
+
+    def provenance(targets: Any) -> tuple[str, dict[str, Any]]:
+        body = build_provenance(
+            research_id=rid,
+            source=source,
+            targets=targets,
+            purpose_of_use=ctx.purpose_of_use,
+            recorded=now,
+        )
+        return provenance_id(rid, source), body
+
+    with ctx.sessions.begin() as session:
+        result = save_document(session, document, resources, provenance, ctx.rules, now)
+    if result.outcome is SaveOutcome.CONSENT_WITHDRAWN:
+        log.info("%s: consent withdrawn during acquisition; nothing more is stored", rid)
+        tally.withdrawn = True
+    elif result.outcome is SaveOutcome.STORED:
+        tally.documents += 1
+        tally.resources += result.resources
+
+
+async def _fetch_verified(
+    ctx: AcquireContext, org: Organization, ref: AttachmentRef, rid: str
+) -> FetchedAttachment:
+    for tries_left in range(REFETCHES_ON_MISMATCH, -1, -1):
+        fetched = await ctx.network.fetch_attachment(org, ref, rid)
+        try:
+            verify(fetched)
+        except DocumentMismatch:
+            if not tries_left:
+                raise
+            log.info("%s: document at %s does not match its reference; fetching again", rid, org.id)
+        else:
+            return fetched
+    raise AssertionError("unreachable")
+
+
+def _normalize(
+    document: FetchedDocument, fetched: FetchedAttachment, rid: str, patient_id: str
+) -> list[DerivedResource]:
+    """Resources from a FHIR Bundle. A C-CDA is checked to be about the linked patient
+    and stored as it is (its reader comes later); PDF and text are stored as they are."""
+    kind = document.content_type.split(";")[0].strip().lower()
+    if kind in CDA_XML:
+        check_ccda_patient(fetched.body, patient_id)
+        return []
+    if kind not in FHIR_JSON:
+        return []
+    normalized = normalize_bundle(fetched.body, research_id=rid, patient_id=patient_id)
+    for skipped in normalized.skipped:
+        log.info("%s: skipped entry %d of a document: %s", rid, skipped.index, skipped.reason)
+    return [
+        DerivedResource(r.resource_type, r.fhir_id, r.dedup_key, r.body, r.source_id)
+        for r in normalized.resources
+    ]
+
+
+def _preferred(attachments: tuple[AttachmentRef, ...]) -> AttachmentRef | None:
+    if not attachments:
+        return None
+
+    def rank(ref: AttachmentRef) -> int:
+        kind = (ref.content_type or "").split(";")[0].strip().lower()
+        return _PREFERENCE.index(kind) if kind in _PREFERENCE else len(_PREFERENCE)
+
+    return min(attachments, key=rank)
+
+
+def _about(entry: DocumentRefEntry, patient_id: str) -> bool:
+    reference = entry.subject_reference
+    if reference is None:
+        return True  # nothing claimed; the document's own content is checked later
+    return reference.rstrip("/").split("/")[-1] == patient_id
+
+
+def _with_bytes(base: FetchedDocument, fetched: FetchedAttachment) -> FetchedDocument:
+    return replace(
+        base,
+        computed_sha1=fetched.sha1_b64,
+        sha256=fetched.sha256_hex,
+        size=fetched.size,
+        content=fetched.body,
+    )
+
+
+def _quarantine(
+    ctx: AcquireContext,
+    document: FetchedDocument,
+    reason: str,
+    code: str,
+    *,
+    keep_content: bool = False,
+) -> None:
+    log.warning("document quarantined: %s", code)
+    with ctx.sessions.begin() as session:
+        quarantine_document(
+            session, document, reason=reason, code=code, now=ctx.clock(), keep_content=keep_content
+        )
+
+
+def match_query(record: ParticipantRecord) -> dict[str, Any]:
+    """The FHIR Patient sent to ``$match``: what matching needs and no more."""
+    names = [_human_name(record.name, "official")]
+    names += [_human_name(n, "old") for n in record.previous_names]
+    resource: dict[str, Any] = {
+        "resourceType": "Patient",
+        "name": names,
+        "gender": record.sex.value,
+        "birthDate": record.birth_date.isoformat(),
+    }
+    addresses = [_address(record.address, "home")] if record.address else []
+    addresses += [_address(a, "old") for a in record.previous_addresses]
+    if addresses:
+        resource["address"] = addresses
+    telecom = []
+    if record.phone:
+        telecom.append({"system": "phone", "value": record.phone})
+    if record.email:
+        telecom.append({"system": "email", "value": record.email})
+    if telecom:
+        resource["telecom"] = telecom
+    return resource
+
+
+def _human_name(name: PersonName, use: str) -> dict[str, Any]:
+    given = [part for part in (name.given, name.middle) if part]
+    out: dict[str, Any] = {"use": use, "family": name.family}
+    if given:
+        out["given"] = given
+    if name.suffix:
+        out["suffix"] = [name.suffix]
+    return out
+
+
+def _address(address: PostalAddress, use: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"use": use}
+    lines = [line for line in (address.line1, address.line2) if line]
+    if lines:
+        out["line"] = lines
+    parts = {"city": address.city, "state": address.state, "postalCode": address.postal_code}
+    out.update({key: value for key, value in parts.items() if value})
+    return out

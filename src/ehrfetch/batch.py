@@ -1,0 +1,186 @@
+"""One batch: its participants with bounded concurrency, one outcome each, a status.
+
+``run_batch`` is what a Prefect task calls (one task per batch, never per
+participant). It creates its own network client — one connection pool, one token, one
+directory per batch — so batches running in parallel share no event-loop state.
+
+Running a batch again converges: participants with an outcome are not redone, links
+and documents are upserts, documents already fetched are not fetched again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+from sqlalchemy.orm import Session, sessionmaker
+
+from ehrfetch.acquire import AcquireContext, acquire_participant
+from ehrfetch.cohort.records import ParticipantRecord
+from ehrfetch.cohort.selection import rules_from
+from ehrfetch.errors import EhrfetchError, NetworkError
+from ehrfetch.matching.policy import MatchPolicy
+from ehrfetch.network import CallRecord, NetworkClient, TokenSource
+from ehrfetch.settings import Settings
+from ehrfetch.store.audit import AuditRow, record_audit
+from ehrfetch.store.batches import (
+    AttemptResult,
+    Member,
+    claim_batch,
+    finish_attempt,
+    finish_batch,
+    heartbeat,
+)
+from ehrfetch.store.links import OrganizationRow, upsert_organizations
+from ehrfetch.store.participants import load_records
+from ehrfetch.store.tables import AttemptOutcome, Batch, BatchStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchResult:
+    batch_id: int
+    status: BatchStatus
+    outcomes: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    documents: int = 0
+    resources: int = 0
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+async def run_batch(
+    batch_id: int,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    tokens: TokenSource | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], datetime] = _utcnow,
+    policy: MatchPolicy | None = None,
+) -> BatchResult:
+    """Acquire every participant of the batch still without an outcome."""
+    with sessions.begin() as session:
+        members = claim_batch(session, batch_id, clock())
+        records = load_records(session, [m.participant_id for m in members])
+    result = BatchResult(batch_id, BatchStatus.RUNNING)
+    calls: list[CallRecord] = []
+    run_id = _run_of(sessions, batch_id)
+
+    def flush_audit() -> None:
+        pending, calls[:] = calls[:], []
+        rows = [_audit_row(c, run_id, batch_id) for c in pending]
+        with sessions.begin() as session:
+            record_audit(session, rows)
+
+    try:
+        async with NetworkClient(
+            settings.network,
+            tokens or TokenSource(settings.network),
+            transport=transport,
+            on_call=calls.append,
+            sleep=sleep,
+        ) as network:
+            organizations = tuple(await network.directory())
+            with sessions.begin() as session:
+                upsert_organizations(
+                    session,
+                    [OrganizationRow(o.id, o.name, o.base_url, o.host) for o in organizations],
+                    clock(),
+                )
+            ctx = AcquireContext(
+                sessions=sessions,
+                network=network,
+                organizations=organizations,
+                rules=rules_from(settings.cohort, clock()),
+                policy=policy or MatchPolicy(),
+                purpose_of_use=settings.network.purpose_of_use,
+                match_count=settings.acquire.match_count,
+                clock=clock,
+                region=settings.roster.default_region,
+                retrieve=settings.acquire.retrieve_documents,
+            )
+            gate = asyncio.Semaphore(settings.acquire.participant_concurrency)
+
+            async def one(member: Member) -> None:
+                async with gate:
+                    started = clock()
+                    attempt = await _attempt(ctx, member, records)
+                    with sessions.begin() as session:
+                        finish_attempt(session, member.attempt_id, attempt, started, clock())
+                        heartbeat(session, batch_id, clock())
+                    _count(result, attempt)
+                    flush_audit()
+
+            async with asyncio.TaskGroup() as group:
+                for member in members:
+                    group.create_task(one(member))
+    except NetworkError as error:
+        # The directory or the token endpoint is down: nobody can be looked up.
+        log.error("batch %d: the network is unavailable: %s", batch_id, error.code)
+        flush_audit()
+        with sessions.begin() as session:
+            result.status = finish_batch(session, batch_id, clock(), f"{error.code}: {error}")
+        result.errors[error.code] += len(members)
+        return result
+    flush_audit()
+    with sessions.begin() as session:
+        result.status = finish_batch(session, batch_id, clock())
+    log.info("batch %d: %s %s", batch_id, result.status.value, dict(result.outcomes))
+    return result
+
+
+async def _attempt(
+    ctx: AcquireContext, member: Member, records: dict[int, ParticipantRecord]
+) -> AttemptResult:
+    record = records.get(member.participant_id)
+    if record is None:
+        return AttemptResult(AttemptOutcome.FAILED, "participant_missing", "no demographics")
+    try:
+        return await acquire_participant(ctx, member, record)
+    except EhrfetchError as error:
+        code = str(getattr(error, "code", type(error).__name__))
+        log.warning("%s: failed: %s", member.research_id, code)
+        return AttemptResult(AttemptOutcome.FAILED, code, str(error))
+    except Exception as error:  # one participant's bug must not end the batch
+        # The type only: an unexpected message may quote data.
+        log.exception("%s: unexpected %s", member.research_id, type(error).__name__)
+        return AttemptResult(AttemptOutcome.FAILED, "internal_error", type(error).__name__)
+
+
+def _count(result: BatchResult, attempt: AttemptResult) -> None:
+    result.outcomes[attempt.outcome.value] += 1
+    if attempt.error_code:
+        result.errors[attempt.error_code] += 1
+    result.documents += attempt.documents
+    result.resources += attempt.resources
+
+
+def _run_of(sessions: sessionmaker[Session], batch_id: int) -> int | None:
+    with sessions() as session:
+        batch = session.get(Batch, batch_id)
+        return batch.run_id if batch is not None else None
+
+
+def _audit_row(call: CallRecord, run_id: int | None, batch_id: int) -> AuditRow:
+    return AuditRow(
+        at=call.started_at or _utcnow(),
+        research_id=call.research_id,
+        organization_id=call.organization_id,
+        operation=call.operation,
+        purpose=call.purpose_of_use,
+        outcome=call.outcome,
+        http_status=call.status,
+        duration_ms=float(call.duration_ms),
+        run_id=run_id,
+        batch_id=batch_id,
+    )

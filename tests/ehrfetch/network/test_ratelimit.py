@@ -1,0 +1,78 @@
+"""Pacing per organization, on a fake clock: N requests at r/s take about N/r seconds."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ehrfetch.network import RateLimiters, TokenBucket
+
+
+class Clock:
+    """A clock that moves only when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.mark.parametrize(("rate", "burst", "n"), [(5.0, 1, 20), (10.0, 1, 50), (2.0, 4, 12)])
+async def test_sequential_requests_are_paced(rate: float, burst: int, n: int) -> None:
+    clock = Clock()
+    bucket = TokenBucket(rate, burst, clock=clock, sleep=clock.sleep)
+    for _ in range(n):
+        await bucket.acquire()
+    # The first `burst` go at once, then one per 1/rate: about n/rate in all.
+    assert clock.now == pytest.approx((n - burst) / rate)
+
+
+async def test_concurrent_requests_take_distinct_slots() -> None:
+    now = 0.0
+    waits: list[float] = []
+
+    def clock() -> float:
+        return now
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)  # each task is told how long until its own slot
+
+    bucket = TokenBucket(4.0, 2, clock=clock, sleep=sleep)
+    await asyncio.gather(*(bucket.acquire() for _ in range(6)))
+    # Two at once, then one every 0.25 s.
+    assert sorted(waits) == pytest.approx([0.25, 0.5, 0.75, 1.0])
+
+
+async def test_an_idle_bucket_refills_its_burst() -> None:
+    clock = Clock()
+    bucket = TokenBucket(1.0, 3, clock=clock, sleep=clock.sleep)
+    for _ in range(3):
+        assert await bucket.acquire() == 0.0
+    assert await bucket.acquire() == pytest.approx(1.0)
+    clock.now += 60.0
+    for _ in range(3):
+        assert await bucket.acquire() == 0.0
+
+
+async def test_organizations_are_paced_independently_with_overrides() -> None:
+    clock = Clock()
+    limiters = RateLimiters(1.0, 1, {"fast": 10.0}, clock=clock, sleep=clock.sleep)
+    assert limiters.bucket("fast").rate == 10.0
+    assert limiters.bucket("slow").rate == 1.0
+    assert limiters.bucket("slow") is limiters.bucket("slow")
+    await limiters.acquire("slow")
+    # Another organization's first request does not wait for "slow".
+    assert await limiters.acquire("fast") == 0.0
+    assert await limiters.acquire("slow") == pytest.approx(1.0)
+
+
+def test_bucket_refuses_nonsense() -> None:
+    with pytest.raises(ValueError, match="rate"):
+        TokenBucket(0.0)
+    with pytest.raises(ValueError, match="burst"):
+        TokenBucket(1.0, 0)
