@@ -52,6 +52,7 @@ from ehrfetch.store.documents import (
     stored_document_ids,
 )
 from ehrfetch.store.links import LinkRow, accepted_links, save_links
+from ehrfetch.store.purge import ConsentNotInForce, consent_gate
 from ehrfetch.store.tables import AttemptOutcome, LinkDecision, PatientLink
 
 log = logging.getLogger(__name__)
@@ -92,9 +93,17 @@ class _Tally:
 
 
 async def acquire_participant(
-    ctx: AcquireContext, member: Member, record: ParticipantRecord
+    ctx: AcquireContext,
+    member: Member,
+    record: ParticipantRecord,
+    *,
+    housemates: tuple[str, ...] = (),
 ) -> AttemptResult:
     rid = member.research_id
+    # Withdrawn since the batch was selected: their demographics are not sent anywhere.
+    with ctx.sessions.begin() as session:
+        if not consent_gate(session, member.participant_id, ctx.rules):
+            return AttemptResult(AttemptOutcome.WITHDRAWN)
     person = MatchPerson.from_record(record)
     answers = await ctx.network.match_everywhere(
         ctx.organizations, match_query(record), count=ctx.match_count, research_id=rid
@@ -114,7 +123,7 @@ async def acquire_participant(
             )
             for c in answer.candidates
         ]
-        decision = decide(person, candidates, ctx.policy)
+        decision = decide(person, candidates, ctx.policy, housemates=housemates)
         for verdict, candidate in zip(decision.candidates, answer.candidates, strict=True):
             links.append(
                 LinkRow(
@@ -127,11 +136,15 @@ async def acquire_participant(
                     reasons=verdict.reasons,
                 )
             )
-    with ctx.sessions.begin() as session:
-        saved = save_links(session, member.participant_id, links, ctx.clock())
-        # Accepted links include an operator's accept from the review queue.
-        accepted = accepted_links(session, member.participant_id)
-        known = stored_document_ids(session, member.participant_id)
+    try:
+        with ctx.sessions.begin() as session:
+            saved = save_links(session, member.participant_id, links, ctx.clock(), rules=ctx.rules)
+            # Accepted links include an operator's accept from the review queue.
+            accepted = accepted_links(session, member.participant_id)
+            known = stored_document_ids(session, member.participant_id)
+    except ConsentNotInForce:
+        log.info("%s: consent withdrawn during acquisition; nothing is stored", rid)
+        return AttemptResult(AttemptOutcome.WITHDRAWN)
     in_review = any(link.decision is LinkDecision.REVIEW for link in saved.values())
 
     orgs = {org.id: org for org in ctx.organizations}
@@ -345,7 +358,13 @@ def _quarantine(
     log.warning("document quarantined: %s", code)
     with ctx.sessions.begin() as session:
         quarantine_document(
-            session, document, reason=reason, code=code, now=ctx.clock(), keep_content=keep_content
+            session,
+            document,
+            reason=reason,
+            code=code,
+            now=ctx.clock(),
+            keep_content=keep_content,
+            rules=ctx.rules,
         )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -25,7 +25,7 @@ from ehrfetch.cohort.records import ParticipantRecord
 from ehrfetch.cohort.selection import rules_from
 from ehrfetch.errors import EhrfetchError, NetworkError
 from ehrfetch.matching.policy import MatchPolicy
-from ehrfetch.network import CallRecord, NetworkClient, TokenSource
+from ehrfetch.network import CallRecord, NetworkClient, Organization, TokenSource
 from ehrfetch.settings import Settings
 from ehrfetch.store.audit import AuditRow, record_audit
 from ehrfetch.store.batches import (
@@ -37,7 +37,7 @@ from ehrfetch.store.batches import (
     heartbeat,
 )
 from ehrfetch.store.links import OrganizationRow, upsert_organizations
-from ehrfetch.store.participants import load_records
+from ehrfetch.store.participants import housemates, load_records
 from ehrfetch.store.tables import AttemptOutcome, Batch, BatchStatus
 
 log = logging.getLogger(__name__)
@@ -67,11 +67,16 @@ async def run_batch(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     clock: Callable[[], datetime] = _utcnow,
     policy: MatchPolicy | None = None,
+    organizations: Collection[str] | None = None,
 ) -> BatchResult:
-    """Acquire every participant of the batch still without an outcome."""
+    """Acquire every participant of the batch still without an outcome.
+
+    ``organizations``: query only these organization ids of the directory (None: all).
+    """
     with sessions.begin() as session:
         members = claim_batch(session, batch_id, clock())
         records = load_records(session, [m.participant_id for m in members])
+        household = housemates(session, records)
     result = BatchResult(batch_id, BatchStatus.RUNNING)
     calls: list[CallRecord] = []
     run_id = _run_of(sessions, batch_id)
@@ -90,17 +95,26 @@ async def run_batch(
             on_call=calls.append,
             sleep=sleep,
         ) as network:
-            organizations = tuple(await network.directory())
+            directory = tuple(await network.directory())
             with sessions.begin() as session:
                 upsert_organizations(
                     session,
-                    [OrganizationRow(o.id, o.name, o.base_url, o.host) for o in organizations],
+                    [OrganizationRow(o.id, o.name, o.base_url, o.host) for o in directory],
                     clock(),
                 )
+            chosen = _chosen(directory, organizations)
+            if not chosen:
+                # Asking nobody would record "no match" for everyone and make them wait.
+                flush_audit()
+                error = "unknown_organizations: none of the requested organizations is listed"
+                with sessions.begin() as session:
+                    result.status = finish_batch(session, batch_id, clock(), error)
+                result.errors["unknown_organizations"] += len(members)
+                return result
             ctx = AcquireContext(
                 sessions=sessions,
                 network=network,
-                organizations=organizations,
+                organizations=chosen,
                 rules=rules_from(settings.cohort, clock()),
                 policy=policy or MatchPolicy(),
                 purpose_of_use=settings.network.purpose_of_use,
@@ -114,7 +128,7 @@ async def run_batch(
             async def one(member: Member) -> None:
                 async with gate:
                     started = clock()
-                    attempt = await _attempt(ctx, member, records)
+                    attempt = await _attempt(ctx, member, records, household)
                     with sessions.begin() as session:
                         finish_attempt(session, member.attempt_id, attempt, started, clock())
                         heartbeat(session, batch_id, clock())
@@ -139,14 +153,30 @@ async def run_batch(
     return result
 
 
+def _chosen(
+    directory: tuple[Organization, ...], wanted: Collection[str] | None
+) -> tuple[Organization, ...]:
+    if wanted is None:
+        return directory
+    listed = {o.id for o in directory}
+    for unknown in sorted(set(wanted) - listed):
+        log.warning("organization %s is not in the network directory: skipped", unknown)
+    return tuple(o for o in directory if o.id in wanted)
+
+
 async def _attempt(
-    ctx: AcquireContext, member: Member, records: dict[int, ParticipantRecord]
+    ctx: AcquireContext,
+    member: Member,
+    records: dict[int, ParticipantRecord],
+    household: dict[int, tuple[str, ...]],
 ) -> AttemptResult:
     record = records.get(member.participant_id)
     if record is None:
         return AttemptResult(AttemptOutcome.FAILED, "participant_missing", "no demographics")
     try:
-        return await acquire_participant(ctx, member, record)
+        return await acquire_participant(
+            ctx, member, record, housemates=household.get(member.participant_id, ())
+        )
     except EhrfetchError as error:
         code = str(getattr(error, "code", type(error).__name__))
         log.warning("%s: failed: %s", member.research_id, code)

@@ -30,6 +30,7 @@ from ehrfetch.cohort.reading import ReadContext
 from ehrfetch.cohort.selection import count_cohort, select_cohort
 from ehrfetch.errors import EhrfetchError
 from ehrfetch.settings import Settings, load_settings
+from ehrfetch.store.engine import remove_sqlite_store
 from ehrfetch.terminal import (
     print_batch_result,
     print_counts,
@@ -425,8 +426,7 @@ def bench_import(
         store_settings = app_ctx.settings.store
     else:
         db = workdir / "bench.db"
-        for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
-            stale.unlink(missing_ok=True)
+        remove_sqlite_store(db)
         store_settings = app_ctx.settings.store.model_copy(update={"url": f"sqlite:///{db}"})
     engine = store.create_store_engine(store_settings)
     try:
@@ -526,3 +526,6 @@ def main() -> None:
 
 
 __all__ = ["app", "main"]
+
+import ehrfetch.cli_consents  # noqa: E402,F401 - registers commands
+from ehrfetch import cli_runs  # noqa: E402,F401 - registers run, rerun, status, serve

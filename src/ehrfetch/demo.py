@@ -26,6 +26,7 @@ from ehrfetch.cohort.reading import ReadContext
 from ehrfetch.cohort.selection import count_cohort, select_cohort
 from ehrfetch.mocknet import DEFAULT_CONFIG, running_network, write_roster
 from ehrfetch.settings import Settings
+from ehrfetch.store.engine import remove_sqlite_store
 from ehrfetch.store.links import review_queue
 from ehrfetch.terminal import print_counts, print_import, print_selection
 
@@ -42,8 +43,7 @@ def run_demo(
     started = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     db = workdir / "ehrfetch.db"
-    for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
-        stale.unlink(missing_ok=True)
+    remove_sqlite_store(db)
     if not logging.getLogger().isEnabledFor(logging.INFO):
         # Faults are part of the demo; their per-call warnings are not.
         logging.getLogger("ehrfetch").setLevel(logging.ERROR)

@@ -162,6 +162,20 @@ class AcquireSettings(_Section):
     """False: discover and decide only (a dry run of matching; the match benchmark)."""
 
 
+class OrchestrationSettings(_Section):
+    """How runs are scheduled and how many batches run at once (``flows/``)."""
+
+    batch_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
+    """Batches of one run acquired at once (each with its own client and connections)."""
+    stale_after_minutes: Annotated[float, Field(ge=0)] = 15.0
+    """A running batch without a heartbeat for this long is taken for dead (its process
+    was killed) and is run again; keep it well above the slowest participant's time."""
+    schedule_cron: str = "0 2 * * *"
+    """When ``ehrfetch serve`` starts ``acquire-ehr`` (cron, in ``timezone``)."""
+    timezone: str = "UTC"
+    """IANA time zone of ``schedule_cron``."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -175,6 +189,7 @@ class Settings(BaseSettings):
     roster: RosterSettings = RosterSettings()
     cohort: CohortSettings = CohortSettings()
     acquire: AcquireSettings = AcquireSettings()
+    orchestration: OrchestrationSettings = OrchestrationSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -112,3 +112,20 @@ def test_reimport_with_a_withdrawal_updates_the_same_consent(
     assert [(s, w) for _, s, _, w in consents(roster)] == [
         (ConsentStatus.WITHDRAWN, datetime(2025, 1, 1, tzinfo=UTC))
     ]
+
+
+def test_an_old_export_cannot_undo_a_withdrawal(roster: StoreUnderTest, tmp_path: Path) -> None:
+    withdrawn = write_consents(
+        tmp_path / "w.csv", [("R1", "ehr", "withdrawn", "2024-01-01", "2025-01-01")]
+    )
+    import_consents(withdrawn, roster.sessions, CTX)
+    stale = write_consents(tmp_path / "s.csv", [("R1", "ehr", "active", "2024-01-01", "")])
+    report = import_consents(stale, roster.sessions, CTX)
+    assert (report.updated, report.skipped) == (0, 1)
+    [problem] = report.problems
+    assert (problem.line, problem.column, problem.research_id) == (2, "status", "R1")
+    assert "does not undo a withdrawal" in problem.reason
+    assert [s for _, s, _, _ in consents(roster)] == [ConsentStatus.WITHDRAWN]
+    # Consenting again is a new consent, with its own date: that is taken.
+    again = write_consents(tmp_path / "a.csv", [("R1", "ehr", "active", "2025-06-01", "")])
+    assert import_consents(again, roster.sessions, CTX).inserted == 1

@@ -21,7 +21,7 @@ from ehrfetch.store.documents import (
     save_document,
 )
 from ehrfetch.store.links import LinkRow, OrganizationRow, save_links, upsert_organizations
-from ehrfetch.store.participants import load_records, participant_ids
+from ehrfetch.store.participants import housemates, load_records, participant_ids
 from ehrfetch.store.tables import (
     AttemptOutcome,
     BatchStatus,
@@ -207,3 +207,25 @@ def test_records_load_back_with_history(db: StoreUnderTest, pid: int) -> None:
     assert [n.family for n in (record.name, *record.previous_names)] == ["Castellano", "Smith"]
     assert record.address is not None and record.address.city == "Portland"
     assert [a.city for a in record.previous_addresses] == ["Salem"]
+
+
+def test_housemates_are_found_by_surname_and_address_or_phone(
+    db: StoreUnderTest, tmp_path: Path
+) -> None:
+    rows = [
+        roster_row("T1", given="Velma"),
+        roster_row("T2", given="Vilma", phone=""),  # same surname and address
+        roster_row("S1", given="Jack", address_line1="9 Elm St", postal_code="04102"),  # phone
+        roster_row("X1", given="Ann", family="Other"),  # same address, other surname
+        roster_row("Z1", given="Zed", address_line1="1 Far Rd", postal_code="04103", phone=""),
+    ]
+    import_roster(write_roster(tmp_path / "h.csv", rows), db.sessions, CTX)
+    with db.sessions() as session:
+        pids = participant_ids(session, [r["research_id"] for r in rows])
+        found = housemates(session, pids.values())
+    by_rid = {rid: found.get(pid, ()) for rid, pid in pids.items()}
+    assert by_rid["T1"] == ("Jack", "Vilma")
+    assert by_rid["T2"] == ("Velma",)
+    assert by_rid["S1"] == ("Velma",)  # shares T1's phone number
+    assert by_rid["X1"] == ()
+    assert by_rid["Z1"] == ()

@@ -36,6 +36,7 @@ from ehrfetch.cohort.reading import ReadContext
 from ehrfetch.cohort.selection import select_cohort
 from ehrfetch.mocknet import running_network, write_roster
 from ehrfetch.settings import Settings
+from ehrfetch.store.engine import remove_sqlite_store
 from ehrfetch.store.tables import Attempt, LinkDecision, Participant, PatientLink
 
 
@@ -111,8 +112,7 @@ def run_match_bench(
     started = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     db = workdir / "match.db"
-    for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
-        stale.unlink(missing_ok=True)
+    remove_sqlite_store(db)
     roster = workdir / "roster"
     write_roster(network_config, roster, participants)
     with running_network(

@@ -104,6 +104,7 @@ def import_consents(path: Path, sessions: sessionmaker[Session], ctx: ReadContex
     def write(session: Session, chunk: list[tuple[int, ConsentRecord]]) -> None:
         ids = participant_ids(session, (record.research_id for _, record in chunk))
         known: list[tuple[int, ConsentRecord]] = []
+        lines: list[int] = []
         for line, record in chunk:
             pid = ids.get(record.research_id)
             if pid is None:
@@ -113,7 +114,20 @@ def import_consents(path: Path, sessions: sessionmaker[Session], ctx: ReadContex
                 )
             else:
                 known.append((pid, record))
-        report.count(upsert_consents(session, known, ctx.now))
+                lines.append(line)
+        counts = upsert_consents(session, known, ctx.now)
+        report.count(counts)
+        for position in counts.refused:
+            report.skipped += 1
+            report.problems.append(
+                RowProblem(
+                    lines[position],
+                    "status",
+                    "this consent was withdrawn; an import does not undo a withdrawal "
+                    "(a new consent needs its own recorded_at)",
+                    known[position][1].research_id,
+                )
+            )
 
     good = _drop_duplicates(items(), duplicates, _record_key, report)
     _write_chunks(sessions, good, write)

@@ -80,6 +80,7 @@ from ehrfetch.matching.compare import (
     Field,
     Level,
     compare,
+    compare_given,
     compare_grade,
 )
 from ehrfetch.matching.person import MatchPerson
@@ -135,6 +136,7 @@ VETO_HOUSEHOLD_FUZZY_GIVEN = "veto:household_fuzzy_given"
 VETO_SEX = "veto:sex"
 VETO_SUFFIX = "veto:suffix"
 VETO_SSN = "veto:ssn"
+VETO_HOUSEMATE = "veto:housemate_in_cohort"
 GATE_GIVEN = "gate:given"
 GATE_FAMILY = "gate:family"
 GATE_BIRTH_DATE = "gate:dob"
@@ -148,6 +150,7 @@ POLICY_REASONS = frozenset(
     {
         VETO_TWIN_HOUSEHOLD,
         VETO_HOUSEHOLD_FUZZY_GIVEN,
+        VETO_HOUSEMATE,
         VETO_SEX,
         VETO_SUFFIX,
         VETO_SSN,
@@ -237,13 +240,24 @@ def evaluate(
     policy: MatchPolicy | None = None,
     *,
     index: int = 0,
+    housemates: Sequence[str] = (),
 ) -> CandidateDecision:
-    """One candidate on its own: score, vetoes, gates and the decision they lead to."""
+    """One candidate on its own: score, vetoes, gates and the decision they lead to.
+
+    ``housemates``: given names of other participants of the program who share this
+    one's surname and address or phone (a twin, a parent or child). Their records at a
+    site look like this participant's; when the candidate's given name agrees with a
+    housemate's at least as well as with the participant's (which agrees only loosely),
+    the candidate is more likely the housemate, and it is not accepted without an
+    identifier of the person's own (e-mail, SSN, full middle name).
+    """
     policy = policy or DEFAULT_POLICY
     comparisons = (*compare(participant, candidate), Comparison(Field.GRADE, compare_grade(grade)))
     level = {c.field: c.level for c in comparisons}
     score = round(sum(policy.weights.get(c.reason, 0.0) for c in comparisons), 3)
     reject, caps = _vetoes(level)
+    if housemates and _housemate_doubt(level, candidate, housemates):
+        caps += (VETO_HOUSEMATE,)
     gates = _gates(level)
     reasons = tuple(c.reason for c in comparisons) + reject + caps
     if reject or score < policy.review:
@@ -286,6 +300,29 @@ def _vetoes(level: Mapping[Field, Level]) -> tuple[tuple[str, ...], tuple[str, .
     return (), tuple(caps)
 
 
+_GIVEN_RANK = (Level.EXACT, Level.NICKNAME, Level.TYPO, Level.PARTIAL, Level.INITIAL)
+
+
+def _housemate_doubt(
+    level: Mapping[Field, Level], candidate: MatchPerson, housemates: Sequence[str]
+) -> bool:
+    ours = level[Field.GIVEN]
+    if ours not in _FUZZY_GIVEN or ours not in _GIVEN_RANK:
+        return False
+    if (
+        level[Field.EMAIL] is Level.AGREE
+        or level[Field.SSN] is Level.AGREE
+        or level[Field.MIDDLE] is Level.EXACT
+    ):
+        return False
+    given = candidate.name.given if candidate.name else None
+    for other in housemates:
+        theirs = compare_given(other, given)
+        if theirs in _GIVEN_RANK and _GIVEN_RANK.index(theirs) <= _GIVEN_RANK.index(ours):
+            return True
+    return False
+
+
 def _gates(level: Mapping[Field, Level]) -> tuple[str, ...]:
     ssn_agrees = level[Field.SSN] is Level.AGREE
     phone_agrees = level[Field.PHONE] is Level.AGREE
@@ -318,13 +355,16 @@ def decide(
     participant: MatchPerson,
     candidates: Sequence[CandidateLike],
     policy: MatchPolicy | None = None,
+    *,
+    housemates: Sequence[str] = (),
 ) -> MatchDecision:
-    """Decide one organization's candidates for one participant."""
+    """Decide one organization's candidates for one participant (see ``evaluate``)."""
     policy = policy or DEFAULT_POLICY
     if not candidates:
         return MatchDecision(LinkDecision.REJECT, None, (NO_CANDIDATES,), ())
     evaluated = [
-        evaluate(participant, c.person, c.grade, policy, index=i) for i, c in enumerate(candidates)
+        evaluate(participant, c.person, c.grade, policy, index=i, housemates=housemates)
+        for i, c in enumerate(candidates)
     ]
     # One network patient listed twice is still one patient: keep the best entry per id.
     keep: dict[str, CandidateDecision] = {}

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from ehrfetch.errors import StoreError
@@ -65,7 +65,11 @@ def finish_attempt(
 ) -> None:
     session.execute(
         update(Attempt)
-        .where(Attempt.id == attempt_id)
+        # A withdrawal that closed the attempt while it ran has the last word.
+        .where(
+            Attempt.id == attempt_id,
+            or_(Attempt.outcome.is_(None), Attempt.outcome != AttemptOutcome.WITHDRAWN),
+        )
         .values(
             outcome=result.outcome,
             error_code=result.error_code,

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from ehrfetch.cohort.records import ConsentRecord
 from ehrfetch.store.participants import UpsertCounts
-from ehrfetch.store.tables import Consent, table_of
+from ehrfetch.store.tables import Consent, ConsentStatus, table_of
 
 
 def upsert_consents(
@@ -26,7 +26,7 @@ def upsert_consents(
     }
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
-    for pid, record in records:
+    for position, (pid, record) in enumerate(records):
         found = existing.get((pid, record.type, record.recorded_at))
         if found is None:
             inserts.append(
@@ -39,6 +39,10 @@ def upsert_consents(
                     "imported_at": now,
                 }
             )
+        elif found[1] == ConsentStatus.WITHDRAWN and record.status != ConsentStatus.WITHDRAWN:
+            # A withdrawal is final for the consent it withdrew: an older export that
+            # still says "active" must not bring it back. A new consent is a new row.
+            counts.refused.append(position)
         elif (found[1], found[2]) != (record.status, record.withdrawn_at):
             updates.append(
                 {

@@ -17,12 +17,11 @@ from typing import Any
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
-from ehrfetch.store.cohort import CohortRules, consent_in_force
+from ehrfetch.store.cohort import CohortRules
+from ehrfetch.store.purge import consent_gate
 from ehrfetch.store.tables import (
-    ConsentStatus,
     Document,
     DocumentStatus,
-    Participant,
     Provenance,
     Quarantine,
     Resource,
@@ -82,13 +81,9 @@ def stored_document_ids(session: Session, participant_id: int) -> set[tuple[str,
 
 
 def consent_active(session: Session, participant_id: int, rules: CohortRules) -> bool:
-    # FOR UPDATE serializes with a withdrawal on PostgreSQL (SQLite has one writer anyway).
-    row = session.execute(
-        select(Participant.id)
-        .where(Participant.id == participant_id, consent_in_force(rules, ConsentStatus.ACTIVE))
-        .with_for_update()
-    ).first()
-    return row is not None
+    # The participant's lock first, the check after it: see store/purge.py for why one
+    # SELECT … FOR UPDATE with the consent in its WHERE misses a concurrent withdrawal.
+    return consent_gate(session, participant_id, rules)
 
 
 def save_document(
@@ -172,11 +167,15 @@ def quarantine_document(
     code: str,
     now: datetime,
     keep_content: bool = False,
-) -> int:
+    rules: CohortRules | None = None,
+) -> int | None:
     """Record a refused document (and why), once; its bytes only if ``keep_content``.
 
-    A document about another patient is never kept: it is a stranger's record.
+    A document about another patient is never kept: it is a stranger's record. With
+    ``rules``, nothing is recorded (None) once the participant's consent is withdrawn.
     """
+    if rules is not None and not consent_active(session, document.participant_id, rules):
+        return None
     existing = _document_id(session, document)
     if existing is not None:
         return existing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -45,3 +46,9 @@ def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     # expire_on_commit=False: objects stay readable after the unit of work ends.
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def remove_sqlite_store(path: Path) -> None:
+    """Delete a SQLite store with its WAL and shared-memory files (a demo starting fresh)."""
+    for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        part.unlink(missing_ok=True)

@@ -15,6 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ehrfetch.errors import StoreError
+from ehrfetch.store.cohort import CohortRules
+from ehrfetch.store.purge import ConsentNotInForce, consent_gate
 from ehrfetch.store.tables import (
     DecidedBy,
     LinkDecision,
@@ -48,16 +50,21 @@ class OrganizationRow:
 def upsert_organizations(
     session: Session, organizations: Sequence[OrganizationRow], now: datetime
 ) -> None:
+    # Insert-or-ignore first: batches running at once on a new store all add the same
+    # organizations, and a read-then-insert would collide on the primary key.
+    insert_missing(
+        session,
+        table_of(Organization),
+        [
+            {"id": o.id, "name": o.name, "base_url": o.base_url, "host": o.host, "updated_at": now}
+            for o in organizations
+        ],
+        ["id"],
+    )
     known = {o.id: o for o in session.scalars(select(Organization))}
     for org in organizations:
-        row = known.get(org.id)
-        if row is None:
-            session.add(
-                Organization(
-                    id=org.id, name=org.name, base_url=org.base_url, host=org.host, updated_at=now
-                )
-            )
-        elif (row.name, row.base_url, row.host) != (org.name, org.base_url, org.host):
+        row = known[org.id]
+        if (row.name, row.base_url, row.host) != (org.name, org.base_url, org.host):
             row.name, row.base_url, row.host, row.updated_at = (
                 org.name, org.base_url, org.host, now,
             )  # fmt: skip
@@ -65,9 +72,22 @@ def upsert_organizations(
 
 
 def save_links(
-    session: Session, participant_id: int, links: Sequence[LinkRow], now: datetime
+    session: Session,
+    participant_id: int,
+    links: Sequence[LinkRow],
+    now: datetime,
+    *,
+    rules: CohortRules | None = None,
 ) -> dict[tuple[str, str], PatientLink]:
-    """Insert or refresh links; return every link of the participant by (org, patient id)."""
+    """Insert or refresh links; return every link of the participant by (org, patient id).
+
+    With ``rules`` (acquisition always passes them) consent is re-checked first, in this
+    transaction, under the participant's lock: a participant withdrawn while their batch
+    ran gets no links, and :class:`ConsentNotInForce` is raised with nothing written.
+    Without them (tests, benchmarks that store links directly) there is no check.
+    """
+    if rules is not None and not consent_gate(session, participant_id, rules):
+        raise ConsentNotInForce(f"participant {participant_id}: consent is not in force")
     insert_missing(
         session,
         table_of(PatientLink),

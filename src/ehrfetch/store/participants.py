@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ehrfetch.cohort.records import ParticipantRecord, PersonName, PostalAddress
@@ -20,6 +20,8 @@ class UpsertCounts:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    refused: list[int] = field(default_factory=list)
+    """Positions (in the upsert's input) of rows the store would not take."""
 
     def add(self, other: UpsertCounts) -> None:
         self.inserted += other.inserted
@@ -256,3 +258,74 @@ def load_records(session: Session, ids: Iterable[int]) -> dict[int, ParticipantR
             ehr_on_file=p.ehr_on_file,
         )
     return records
+
+
+Row = tuple[int, str | None, str | None, str | None, str | None, str | None]
+
+
+def housemates(session: Session, ids: Iterable[int]) -> dict[int, tuple[str, ...]]:
+    """For each participant among ``ids`` who shares surname and address, or surname and
+    phone, with other participants of the program (twins, parents and children,
+    spouses): those housemates' given names.
+
+    Matching uses them: a housemate's record at a site looks like the participant's, and
+    its given name is the housemate's.
+    """
+    wanted = list(set(ids))
+    if not wanted:
+        return {}
+
+    def current_rows(condition: Any) -> list[Row]:
+        query = (
+            select(
+                Participant.id,
+                ParticipantName.family,
+                ParticipantName.given,
+                ParticipantAddress.line1,
+                ParticipantAddress.postal_code,
+                Participant.phone,
+            )
+            .join(
+                ParticipantName,
+                (ParticipantName.participant_id == Participant.id) & ParticipantName.current,
+            )
+            .outerjoin(
+                ParticipantAddress,
+                (ParticipantAddress.participant_id == Participant.id) & ParticipantAddress.current,
+            )
+            .where(condition)
+        )
+        return [(a, b, c, d, e, f) for a, b, c, d, e, f in session.execute(query)]
+
+    mine = current_rows(Participant.id.in_(wanted))
+    surnames = {(family or "").lower() for _, family, *_ in mine if family}
+    if not surnames:
+        return {}
+    # Everyone with one of those surnames: few rows, even for common surnames.
+    everyone = current_rows(func.lower(ParticipantName.family).in_(list(surnames)))
+    holders: dict[tuple[str, ...], set[int]] = {}
+    given_of: dict[int, str] = {}
+    for row in everyone:
+        given_of[row[0]] = row[2] or ""
+        for key in _household_keys(row):
+            holders.setdefault(key, set()).add(row[0])
+    found: dict[int, tuple[str, ...]] = {}
+    for row in mine:
+        others = set().union(*(holders.get(k, set()) for k in _household_keys(row))) - {row[0]}
+        names = tuple(sorted({given_of[o] for o in others if given_of.get(o)}))
+        if names:
+            found[row[0]] = names
+    return found
+
+
+def _household_keys(row: Row) -> list[tuple[str, ...]]:
+    _, family, _, line1, postal, phone = row
+    surname = " ".join((family or "").casefold().split())
+    if not surname:
+        return []
+    keys: list[tuple[str, ...]] = []
+    if line1 and postal:
+        keys.append(("address", surname, " ".join(line1.casefold().split()), postal[:5]))
+    if phone:
+        keys.append(("phone", surname, phone))
+    return keys

@@ -275,3 +275,22 @@ def test_policy_thresholds_are_checked() -> None:
         MatchPolicy(margin=-1)
     strict = MatchPolicy(accept=100)
     assert decide(PARTICIPANT, [candidate()], strict).decision is REVIEW
+
+
+# A housemate in the cohort (a twin, a father or son with the same name) whose given name
+# the candidate carries: a candidate that agrees with the participant only loosely is
+# more likely the housemate's record.
+def test_candidate_named_like_a_housemate_goes_to_review() -> None:
+    loose = candidate(names=(PersonName("Castellano", "Rob"),), emails=())
+    assert one(loose)[0] is ACCEPT  # a nickname alone is accepted...
+    decision = decide(PARTICIPANT, [loose], housemates=("Rob",))
+    assert decision.decision is REVIEW  # ...unless a housemate in the cohort is called that
+    assert "veto:housemate_in_cohort" in decision.candidates[0].reasons
+
+
+def test_housemate_rule_leaves_exact_names_and_own_identifiers_alone() -> None:
+    exact = candidate()
+    assert decide(PARTICIPANT, [exact], housemates=("Robert",)).decision is ACCEPT
+    other_name = candidate(names=(PersonName("Castellano", "Rob"),))
+    # The housemate is someone else entirely (no name in common with the candidate).
+    assert decide(PARTICIPANT, [other_name], housemates=("Michael",)).decision is ACCEPT

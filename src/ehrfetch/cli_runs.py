@@ -1,0 +1,296 @@
+"""``ehrfetch run``, ``rerun``, ``status`` and ``serve``: runs from the command line.
+
+Registered on the ``ehrfetch`` app when ``ehrfetch.cli`` imports this module. ``run``
+and ``rerun`` run the Prefect flows in this process (against the Prefect server in
+``PREFECT_API_URL``, or a temporary local one when none is set), so a run started here
+looks in the Prefect UI like a scheduled one. ``status`` reads the store only.
+
+Exit status as for every command: 0 done; 1 done, but some participants or batches
+failed; 2 could not run. Prefect is imported only by the commands that need it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ehrfetch import runs
+from ehrfetch.cli import AppContext, JsonOption, _ctx, app, handles_errors, out
+
+OrgOption = Annotated[
+    list[str] | None,
+    typer.Option("--org", help="Query only this organization id (repeat for more)."),
+]
+
+
+@app.command("run")
+@handles_errors
+def run_command(
+    ctx: typer.Context,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="At most this many participants.")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Participants per batch (default: settings).")
+    ] = None,
+    org: OrgOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Discover and decide only; fetch no documents.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Acquire every eligible participant now (the acquire-ehr flow, in this process).
+
+    Batches a killed run left open are released first and their participants taken again.
+    """
+    from flows.acquire import acquire_ehr
+
+    app_ctx = _ctx(ctx)
+    app_ctx.sessions()  # settings and store checked before Prefect starts: exit 2 on error
+    with showing_progress(out):
+        summary = asyncio.run(
+            acquire_ehr(
+                limit=limit,
+                batch_size=batch_size,
+                organizations=org,
+                dry_run=dry_run,
+                config_file=config_argument(app_ctx),
+            )
+        )
+    finish(summary, as_json, nothing="nobody is eligible now: no run was recorded")
+
+
+@app.command("rerun")
+@handles_errors
+def rerun_command(
+    ctx: typer.Context,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Re-run failed, partial and stale batches.")
+    ] = False,
+    run_id: Annotated[int | None, typer.Option("--run", help="Only this run's batches.")] = None,
+    batch: Annotated[
+        list[int] | None, typer.Option("--batch", help="Only this batch (repeat for more).")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only batches finished since: a duration (2d, 12h) or ISO date."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-run what failed (only failed attempts are redone), with the rerun-failed flow."""
+    if not failed:
+        # Explicit: re-running is only ever about what failed; the flag says so.
+        raise typer.BadParameter("say --failed", param_hint="--failed")
+    from flows.rerun import rerun_failed
+
+    app_ctx = _ctx(ctx)
+    app_ctx.sessions()
+    if since is not None:
+        runs.parse_since(since, runs.utcnow())  # a bad value is exit 2 before any work
+    with showing_progress(out):
+        summary = asyncio.run(
+            rerun_failed(
+                run_id=run_id,
+                batch_ids=batch,
+                since=since,
+                config_file=config_argument(app_ctx),
+            )
+        )
+    finish(summary, as_json, nothing="no failed, partial or stale batch to re-run")
+
+
+@app.command("status")
+@handles_errors
+def status_command(
+    ctx: typer.Context,
+    run_id: Annotated[int | None, typer.Option("--run", help="Also this run's summary.")] = None,
+    last: Annotated[int, typer.Option(min=1, help="How many recent runs to list.")] = 5,
+    as_json: JsonOption = False,
+) -> None:
+    """Where participants stand, why they failed, the last runs, batches still open."""
+    app_ctx = _ctx(ctx)
+    report = runs.status_report(
+        app_ctx.sessions(),
+        run_id=run_id,
+        last=last,
+        stale_after=runs.stale_after(app_ctx.settings),
+        now=runs.utcnow(),
+    )
+    if as_json:
+        out.print_json(orjson.dumps(report.as_dict()).decode())
+        return
+    print_status(out, report)
+
+
+@app.command("serve")
+@handles_errors
+def serve_command(ctx: typer.Context) -> None:
+    """Serve acquire-ehr (on settings' orchestration.schedule_cron) and rerun-failed.
+
+    Needs a Prefect server: `prefect server start`, and PREFECT_API_URL pointing at it.
+    """
+    from flows.deploy import require_server, serve_deployments
+
+    app_ctx = _ctx(ctx)
+    settings = app_ctx.settings
+    app_ctx.sessions()
+    require_server()
+    orchestration = settings.orchestration
+    out.print(
+        f"serving acquire-ehr/nightly ({orchestration.schedule_cron}, "
+        f"{orchestration.timezone}) and rerun-failed/on-demand; Ctrl-C stops"
+    )
+    asyncio.run(serve_deployments(settings, config_argument(app_ctx)))
+
+
+def config_argument(app_ctx: AppContext) -> str | None:
+    """The settings file for the flow, absolute: a flow reads settings itself."""
+    return str(Path(app_ctx.config_file).resolve()) if app_ctx.config_file else None
+
+
+def finish(summary: runs.RunSummary | None, as_json: bool, *, nothing: str) -> None:
+    if summary is None:
+        if as_json:
+            out.print_json("null")
+        else:
+            out.print(nothing)
+        return
+    if as_json:
+        out.print_json(orjson.dumps(summary.as_dict()).decode())
+    else:
+        print_summary(out, summary)
+    if summary.has_failures:
+        raise typer.Exit(1)
+
+
+# --- progress -------------------------------------------------------------------------
+
+
+@contextmanager
+def showing_progress(console: Console) -> Iterator[None]:
+    """A progress bar on a terminal; a plain line per finished batch otherwise."""
+    if console.is_terminal:
+        bar = Progress(
+            TextColumn("[bold]batches"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[participants]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        task = bar.add_task("batches", total=None, participants="")
+
+        def show(progress: runs.Progress) -> None:
+            bar.update(
+                task,
+                total=progress.batches,
+                completed=progress.batches_done,
+                participants=(
+                    f"{progress.participants_done:,}/{progress.participants:,} participants"
+                ),
+            )
+
+        hook = show
+        with bar:
+            runs.progress_hooks.append(hook)
+            try:
+                yield
+            finally:
+                runs.progress_hooks.remove(hook)
+        return
+
+    def line(progress: runs.Progress) -> None:
+        console.print(
+            f"batches {progress.batches_done}/{progress.batches}, participants "
+            f"{progress.participants_done}/{progress.participants}"
+        )
+
+    runs.progress_hooks.append(line)
+    try:
+        yield
+    finally:
+        runs.progress_hooks.remove(line)
+
+
+# --- printing -------------------------------------------------------------------------
+
+
+def _counts_table(title: str, counts: dict[str, int], what: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column(what)
+    table.add_column("count", justify="right")
+    for key, value in counts.items():
+        table.add_row(key, f"{value:,}")
+    return table
+
+
+def print_summary(console: Console, summary: runs.RunSummary) -> None:
+    heading = summary.title + (f": {summary.status}" if summary.status else "")
+    if summary.duration_s is not None:
+        heading += f" in {summary.duration_s:.0f} s"
+    console.rule(heading)
+    console.print(_counts_table("Participants", summary.participants, "outcome"))
+    console.print(_counts_table("Batches", summary.batches, "status"))
+    if summary.failures:
+        console.print(_counts_table("Errors", summary.failures, "code"))
+    stored = sum(d["count"] for d in summary.documents if d["status"] == "stored")
+    quarantined = sum(d["count"] for d in summary.documents if d["status"] != "stored")
+    documents = Table(title="Documents and resources", title_justify="left", show_header=False)
+    documents.add_row("documents stored", f"{stored:,}")
+    documents.add_row("documents quarantined", f"{quarantined:,}")
+    for kind, count in summary.resources_by_type.items():
+        documents.add_row(f"resources: {kind}", f"{count:,}")
+    console.print(documents)
+    if summary.has_failures:
+        console.print("re-run what failed: ehrfetch rerun --failed" + _run_hint(summary))
+
+
+def _run_hint(summary: runs.RunSummary) -> str:
+    return f" --run {summary.run_id}" if summary.run_id is not None else ""
+
+
+def print_status(console: Console, report: runs.StatusReport) -> None:
+    console.print(_counts_table("Participants (latest attempt)", report.participants, "outcome"))
+    if report.failures:
+        console.print(_counts_table("Failed, by reason", report.failures, "error code"))
+    table = Table(title="Last runs", title_justify="left")
+    for column in ("run", "kind", "status", "started", "finished", "batches", "participants"):
+        table.add_column(column, justify="right" if column in ("run", "batches") else "left")
+    for r in report.runs:
+        table.add_row(
+            str(r.id),
+            r.kind,
+            r.status,
+            r.started_at.strftime("%Y-%m-%d %H:%M"),
+            r.finished_at.strftime("%Y-%m-%d %H:%M") if r.finished_at else "-",
+            str(r.batches),
+            f"{r.participants:,}",
+        )
+    console.print(table)
+    if report.open_batches:
+        still = Table(title="Batches still open", title_justify="left")
+        for column in ("batch", "run", "status", "done", "tries", "heartbeat"):
+            still.add_column(column)
+        for b in report.open_batches:
+            beat = b.heartbeat_at.strftime("%Y-%m-%d %H:%M:%S") if b.heartbeat_at else "-"
+            stale = " [yellow](stale)[/]" if b.id in report.stale_batches else ""
+            still.add_row(
+                str(b.id), str(b.run_id), b.status + stale, f"{b.done}/{b.size}", str(b.tries), beat
+            )
+        console.print(still)
+        if report.stale_batches:
+            console.print("stale batches are re-run by: ehrfetch rerun --failed")
+    else:
+        console.print("no batch is open")
+    if report.run is not None:
+        print_summary(console, report.run)

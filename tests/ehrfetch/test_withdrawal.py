@@ -1,0 +1,695 @@
+"""Consent withdrawal: the purge, its audit row, the CLI, and withdrawal during a batch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner, Result
+
+from ehrfetch.batch import run_batch
+from ehrfetch.cli import app
+from ehrfetch.cohort.importing import import_consents, import_roster
+from ehrfetch.cohort.selection import rules_from, select_cohort
+from ehrfetch.errors import StoreError
+from ehrfetch.settings import CohortSettings, NetworkSettings, Settings
+from ehrfetch.store.batches import AttemptResult, claim_batch, finish_attempt, finish_batch
+from ehrfetch.store.cohort import create_run
+from ehrfetch.store.documents import (
+    DerivedResource,
+    FetchedDocument,
+    SaveOutcome,
+    quarantine_document,
+    save_document,
+)
+from ehrfetch.store.links import LinkRow, OrganizationRow, save_links, upsert_organizations
+from ehrfetch.store.participants import participant_ids
+from ehrfetch.store.purge import (
+    ConsentChange,
+    ConsentNotInForce,
+    PurgeCounts,
+    WithdrawalResult,
+    acquired_counts,
+    withdraw_consent,
+)
+from ehrfetch.store.tables import (
+    Attempt,
+    AttemptOutcome,
+    Audit,
+    Base,
+    Batch,
+    Consent,
+    ConsentStatus,
+    Document,
+    DocumentStatus,
+    LinkDecision,
+    Participant,
+    ParticipantAddress,
+    ParticipantName,
+    PatientLink,
+    Provenance,
+    Quarantine,
+    Resource,
+    ResourceSource,
+    table_of,
+)
+from mock_network import create_app
+from mock_network.config import NetworkConfig
+from mock_network.roster import write_roster as write_mock_roster
+from mock_network.testing import TEST_BASE, KeyPair, small_config
+from support import CTX, NOW, StoreUnderTest, roster_row, write_consents, write_roster
+
+RULES = rules_from(CohortSettings(), NOW)
+WITHDRAWN_AT = NOW - timedelta(days=1)
+T = TypeVar("T")
+
+# R1 is withdrawn in these tests; every value here is PHI that must never reach the audit
+# trail or the terminal. R2 keeps the support module's defaults.
+R1_PHI = {
+    "given": "Philomena",
+    "middle": "Odessa",
+    "family": "Quarterman",
+    "birth_date": "1958-03-17",
+    "address_line1": "77 Larkspur Lane",
+    "city": "Bangor",
+    "postal_code": "04401",
+    "phone": "(207) 555-0199",
+    "email": "pquarterman@example.org",
+    "ssn_last4": "7312",
+}
+
+
+PHI_FIELDS = (
+    "given", "middle", "family", "birth_date", "address_line1", "address_line2", "city",
+    "postal_code", "phone", "email", "ssn_last4",
+)  # fmt: skip
+
+
+def phi_needles(values: dict[str, str]) -> list[str]:
+    """The values, and the forms a birth date or phone number could take elsewhere."""
+    # A middle initial alone identifies nobody (and is a word of many texts).
+    needles = [values[k] for k in PHI_FIELDS if len(values.get(k) or "") > 1]
+    if birth := values.get("birth_date"):
+        day = date.fromisoformat(birth)
+        needles += [day.strftime("%Y%m%d"), day.strftime("%m/%d/%Y")]
+    if phone := values.get("phone"):
+        needles.append(re.sub(r"\D", "", phone))
+    return needles
+
+
+# --- building a store with two participants' acquisitions ------------------------------
+
+
+@pytest.fixture
+def pids(db: StoreUnderTest, tmp_path: Path) -> dict[str, int]:
+    """R1 and R2, consented, each with links, documents, resources, provenance,
+    a quarantined document, a finished attempt and a pending one."""
+    rows = [roster_row("R1", **R1_PHI), roster_row("R2")]
+    import_roster(write_roster(tmp_path / "r.csv", rows), db.sessions, CTX)
+    import_consents(
+        write_consents(
+            tmp_path / "c.csv",
+            [("R1", "ehr", "active", "2024-01-01", ""), ("R2", "ehr", "active", "2024-01-01", "")],
+        ),
+        db.sessions,
+        CTX,
+    )
+    with db.sessions.begin() as session:
+        upsert_organizations(
+            session,
+            [
+                OrganizationRow("org1", "Org 1", "http://o1/fhir", "o1"),
+                OrganizationRow("org2", "Org 2", "http://o2/fhir", "o2"),
+            ],
+            NOW,
+        )
+        ids = participant_ids(session, ["R1", "R2"])
+    for rid, pid in ids.items():
+        with db.sessions.begin() as session:
+            acquire_for(session, pid, rid)
+    with db.sessions.begin() as session:
+        finished = create_run(
+            session, list(ids.values()), batch_size=10, kind="select", parameters={}, now=NOW
+        )
+        batch_id = session.scalars(select(Batch.id).where(Batch.run_id == finished.id)).one()
+        for member in claim_batch(session, batch_id, NOW):
+            finish_attempt(
+                session,
+                member.attempt_id,
+                AttemptResult(AttemptOutcome.RETRIEVED, documents=2, resources=3),
+                NOW,
+                NOW,
+            )
+        finish_batch(session, batch_id, NOW)
+        # A second run, not started yet: both participants wait in it.
+        create_run(
+            session, list(ids.values()), batch_size=10, kind="select", parameters={}, now=NOW
+        )
+    return ids
+
+
+def acquire_for(session: Any, pid: int, tag: str) -> None:
+    links = save_links(
+        session,
+        pid,
+        [
+            LinkRow("org1", f"{tag}-p1", "certain", 0.99, 0.97, LinkDecision.ACCEPT, ("ok",)),
+            LinkRow("org2", f"{tag}-p2", "possible", 0.5, 0.6, LinkDecision.REVIEW, ("dob",)),
+        ],
+        NOW,
+    )
+    link_id = links[("org1", f"{tag}-p1")].id
+    for org, ref, keys in (("org1", "d1", "ab"), ("org2", "d2", "ac")):
+        result = save_document(
+            session,
+            fetched(pid, org, f"{tag}-{ref}", link_id if org == "org1" else None),
+            [resource(tag, key) for key in keys],
+            provenance_of(f"{tag}-{ref}"),
+            RULES,
+            NOW,
+        )
+        assert result.outcome is SaveOutcome.STORED
+    # A quarantined document whose bytes were kept (an unreadable one).
+    quarantine_document(
+        session,
+        fetched(pid, "org1", f"{tag}-d3", link_id),
+        reason="cannot be read",
+        code="unreadable_document",
+        now=NOW,
+        keep_content=True,
+    )
+
+
+def fetched(pid: int, org: str, ref: str, link_id: int | None = None) -> FetchedDocument:
+    return FetchedDocument(
+        participant_id=pid, organization_id=org, link_id=link_id, document_reference_id=ref,
+        url=f"http://{org}/fhir/Binary/{ref}", content_type="application/fhir+json",
+        declared_size=3, declared_sha1="x", computed_sha1="x", sha256="ab" * 32, size=3,
+        content=b"{ }",
+    )  # fmt: skip
+
+
+def resource(tag: str, key: str) -> DerivedResource:
+    fhir_id = f"{tag}-{key}"
+    return DerivedResource(
+        "Condition", fhir_id, key, {"resourceType": "Condition", "id": fhir_id}, f"src-{key}"
+    )
+
+
+def provenance_of(doc: str) -> Any:
+    def build(targets: Any) -> tuple[str, dict[str, Any]]:
+        return f"prov-{doc}", {"resourceType": "Provenance", "target": [list(t) for t in targets]}
+
+    return build
+
+
+ACQUIRED: tuple[type[Base], ...] = (
+    PatientLink, Document, Resource, ResourceSource, Provenance, Quarantine,
+)  # fmt: skip
+ROSTER: tuple[type[Base], ...] = (Participant, ParticipantName, ParticipantAddress, Consent)
+
+
+def owned_rows(db: StoreUnderTest) -> dict[str, dict[str, list[tuple[Any, ...]]]]:
+    """Every row of the acquisition, roster and attempt tables, by research id and table."""
+    out: dict[str, dict[str, list[tuple[Any, ...]]]] = {}
+    with db.sessions() as session:
+        rid = dict(session.execute(select(Participant.id, Participant.research_id)).all())
+        resource_owner = dict(session.execute(select(Resource.id, Resource.participant_id)).all())
+        models: tuple[type[Base], ...] = (*ACQUIRED, *ROSTER, Attempt)
+        for model in models:
+            table = table_of(model)
+            for row in session.execute(select(table)).mappings():
+                if model is ResourceSource:
+                    owner = resource_owner[row["resource_id"]]
+                elif model is Participant:
+                    owner = row["id"]
+                else:
+                    owner = row["participant_id"]
+                values = tuple(str(v) for v in row.values())
+                out.setdefault(rid[owner], {}).setdefault(table.name, []).append(values)
+    for tables in out.values():
+        for rows in tables.values():
+            rows.sort()
+    return out
+
+
+def audit_rows(db: StoreUnderTest) -> list[dict[str, Any]]:
+    with db.sessions() as session:
+        return [dict(row) for row in session.execute(select(table_of(Audit))).mappings()]
+
+
+AUDIT_TEXT = ("research_id", "organization_id", "operation", "purpose", "outcome")
+
+
+def assert_no_phi(rows: list[dict[str, Any]], phi: dict[str, str]) -> None:
+    """No audit text column contains a PHI value; short values (a zip code, the SSN's
+    last four digits) must not be a whole word of one, long ones not even a part."""
+    needles = [n.lower() for n in phi_needles(phi)]
+    for row in rows:
+        for column in AUDIT_TEXT:
+            value = str(row[column] or "").lower()
+            words = set(re.split(r"[^0-9a-z]+", value))
+            for needle in needles:
+                found = needle in value if len(needle) > 5 else needle in words
+                assert not found, f"PHI ({needle!r}) in audit.{column}"
+
+
+def withdraw(db: StoreUnderTest, research_id: str = "R1", **kw: Any) -> WithdrawalResult:
+    args: dict[str, Any] = {"consent_type": "ehr", "withdrawn_at": WITHDRAWN_AT, "now": NOW}
+    args.update(kw)
+    with db.sessions.begin() as session:
+        return withdraw_consent(session, research_id, **args)
+
+
+# --- the purge ---------------------------------------------------------------------------
+
+
+def test_purge_removes_exactly_that_participants_acquired_data(
+    db: StoreUnderTest, pids: dict[str, int]
+) -> None:
+    before = owned_rows(db)
+    with db.sessions() as session:
+        preview = acquired_counts(session, "R1")
+
+    result = withdraw(db)
+
+    assert result.consent is ConsentChange.RECORDED
+    assert result.withdrawn_at == WITHDRAWN_AT
+    assert result.purge_counts == preview
+    assert result.purge_counts == PurgeCounts(
+        links=2, documents=3, resources=3, lineage=4, provenance=2, quarantine=1,
+        attempts_withdrawn=1,
+    )  # fmt: skip
+    after = owned_rows(db)
+    # Nothing acquired for R1 survives; R2 is untouched, row for row.
+    for model in ACQUIRED:
+        assert table_of(model).name not in after["R1"], table_of(model).name
+    assert after["R2"] == before["R2"]
+    # The roster is the program's: R1's demographics stay.
+    for model in (Participant, ParticipantName, ParticipantAddress):
+        name = table_of(model).name
+        assert after["R1"][name] == before["R1"][name]
+    with db.sessions() as session:
+        consent = session.scalars(select(Consent).where(Consent.participant_id == pids["R1"])).one()
+        attempts = session.scalars(
+            select(Attempt).where(Attempt.participant_id == pids["R1"]).order_by(Attempt.id)
+        ).all()
+    assert (consent.status, consent.withdrawn_at) == (ConsentStatus.WITHDRAWN, WITHDRAWN_AT)
+    # The finished attempt is history and stays; the pending one is closed.
+    assert [a.outcome for a in attempts] == [AttemptOutcome.RETRIEVED, AttemptOutcome.WITHDRAWN]
+    assert attempts[0].documents == 2
+
+
+def test_audit_row_is_kept_with_the_research_id_and_no_phi(
+    db: StoreUnderTest, pids: dict[str, int]
+) -> None:
+    withdraw(db)
+    [row] = [r for r in audit_rows(db) if r["research_id"] == "R1"]
+    assert row["operation"] == "withdraw"
+    assert row["outcome"] == "l=2 d=3 r=3 s=4 p=2 q=1 a=1"
+    assert row["purpose"] == "consent:ehr:recorded"
+    assert row["at"] == NOW
+    assert_no_phi(audit_rows(db), R1_PHI)
+
+
+def test_withdrawing_twice_purges_nothing_more(db: StoreUnderTest, pids: dict[str, int]) -> None:
+    withdraw(db)
+    between = owned_rows(db)
+
+    again = withdraw(db, withdrawn_at=NOW, now=NOW + timedelta(hours=1))
+
+    assert again.consent is ConsentChange.ALREADY_WITHDRAWN
+    assert again.withdrawn_at == WITHDRAWN_AT  # the first withdrawal's time stands
+    assert again.purge_counts == PurgeCounts()
+    assert not again.purged_anything
+    assert owned_rows(db) == between
+    operations = [(r["operation"], r["outcome"]) for r in audit_rows(db)]
+    assert operations[-1] == ("purge", "l=0 d=0 r=0 s=0 p=0 q=0 a=0")
+
+
+def test_a_withdrawal_imported_from_the_consents_file_is_finished_by_withdraw(
+    db: StoreUnderTest, pids: dict[str, int], tmp_path: Path
+) -> None:
+    import_consents(
+        write_consents(
+            tmp_path / "w.csv", [("R1", "ehr", "withdrawn", "2024-01-01", "2025-01-01")]
+        ),
+        db.sessions,
+        CTX,
+    )
+    result = withdraw(db)
+    assert result.consent is ConsentChange.ALREADY_WITHDRAWN
+    assert result.purge_counts.documents == 3
+    assert "document" not in owned_rows(db)["R1"]
+
+
+def test_unknown_research_id_is_an_error_that_changes_nothing(
+    db: StoreUnderTest, pids: dict[str, int]
+) -> None:
+    before = owned_rows(db)
+    with pytest.raises(StoreError, match=r"^no participant with research id R404$"):
+        withdraw(db, "R404")
+    assert owned_rows(db) == before
+    assert audit_rows(db) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param({"consent_type": "biobank"}, "R1 has no 'biobank' consent", id="no-consent"),
+        pytest.param({"withdrawn_at": NOW + timedelta(days=1)}, "in the future", id="future"),
+        pytest.param(
+            {"withdrawn_at": NOW.replace(year=2023)}, "before the consent", id="before-consent"
+        ),
+    ],
+)
+def test_a_withdrawal_that_cannot_be_recorded_purges_nothing(
+    db: StoreUnderTest, pids: dict[str, int], changes: dict[str, Any], message: str
+) -> None:
+    before = owned_rows(db)
+    with pytest.raises(StoreError, match=message):
+        withdraw(db, **changes)
+    assert owned_rows(db) == before
+    assert audit_rows(db) == []
+
+
+def test_links_are_not_saved_for_a_withdrawn_participant(
+    db: StoreUnderTest, pids: dict[str, int]
+) -> None:
+    withdraw(db)
+    link = LinkRow("org1", "new", "certain", 0.99, 0.97, LinkDecision.ACCEPT, ())
+    with pytest.raises(ConsentNotInForce), db.sessions.begin() as session:
+        save_links(session, pids["R1"], [link], NOW, rules=RULES)
+    with db.sessions.begin() as session:
+        save_links(session, pids["R2"], [link], NOW, rules=RULES)
+    assert "patient_link" not in owned_rows(db)["R1"]
+
+
+# --- a withdrawal and a store write at the same time (two connections) -----------------
+
+
+def during_withdrawal(db: StoreUnderTest, write: Callable[[], T]) -> T:
+    """Run ``write`` while another connection's withdrawal of R1 holds its lock.
+
+    The withdrawal has purged and not yet committed when ``write`` starts; a correct
+    write waits for it and then sees the consent withdrawn. The result is read after
+    both ended, so a write that did not wait shows up as data that survived.
+    """
+    locked = threading.Event()
+    failure: list[BaseException] = []
+
+    def withdrawal() -> None:
+        try:
+            with db.sessions.begin() as session:
+                withdraw_consent(
+                    session, "R1", consent_type="ehr", withdrawn_at=WITHDRAWN_AT, now=NOW
+                )
+                locked.set()
+                time.sleep(0.5)  # the write starts meanwhile and must wait for this commit
+        except BaseException as exc:  # reported in the test's thread
+            failure.append(exc)
+            locked.set()
+
+    thread = threading.Thread(target=withdrawal)
+    thread.start()
+    try:
+        assert locked.wait(10)
+        return write()
+    finally:
+        thread.join(30)
+        assert not failure, failure
+
+
+def test_links_written_during_a_withdrawal_wait_for_it_and_are_refused(
+    db: StoreUnderTest, pids: dict[str, int]
+) -> None:
+    link = LinkRow("org1", "late", "certain", 0.99, 0.97, LinkDecision.ACCEPT, ())
+
+    def write() -> None:
+        with db.sessions.begin() as session:
+            save_links(session, pids["R1"], [link], NOW, rules=RULES)
+
+    with pytest.raises(ConsentNotInForce):
+        during_withdrawal(db, write)
+    assert "patient_link" not in owned_rows(db)["R1"]
+
+
+def test_a_document_saved_during_a_withdrawal_waits_for_it_and_is_refused(
+    db: StoreUnderTest, pids: dict[str, int]
+) -> None:
+    def write() -> SaveOutcome:
+        with db.sessions.begin() as session:
+            return save_document(
+                session,
+                fetched(pids["R1"], "org1", "late"),
+                [resource("R1", "z")],
+                provenance_of("late"),
+                RULES,
+                NOW,
+            ).outcome
+
+    outcome = during_withdrawal(db, write)
+    assert "document" not in owned_rows(db)["R1"]
+    assert outcome is SaveOutcome.CONSENT_WITHDRAWN
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def run(args: list[str], url: str, stdin: str | None = None) -> Result:
+    env = {"COLUMNS": "200", "EHRFETCH__STORE__URL": url}
+    return CliRunner().invoke(app, args, env=env, input=stdin)
+
+
+def test_cli_withdraw_with_yes_prints_counts_only(db: StoreUnderTest, pids: dict[str, int]) -> None:
+    result = run(["consents", "withdraw", "R1", "--yes", "--at", "2026-05-01T09:30:00Z"], db.url)
+    assert result.exit_code == 0, result.output
+    assert "R1: 'ehr' consent withdrawn at 2026-05-01T09:30:00+00:00" in result.stdout
+    assert (
+        "purged: 2 patient links, 3 documents, 3 resources, 4 lineage rows, "
+        "2 provenance records, 1 quarantine records" in result.stdout
+    )
+    assert "pending attempts closed as withdrawn: 1" in result.stdout
+    for needle in phi_needles(R1_PHI):
+        assert needle not in result.output
+    assert "document" not in owned_rows(db)["R1"]
+
+    again = run(["consents", "withdraw", "R1", "--yes"], db.url)
+    assert again.exit_code == 0, again.output
+    assert "already withdrawn (at 2026-05-01T09:30:00+00:00)" in again.stdout
+    assert "nothing left to purge" in again.stdout
+
+
+def test_cli_asks_first_and_a_no_changes_nothing(db: StoreUnderTest, pids: dict[str, int]) -> None:
+    before = owned_rows(db)
+    result = run(["consents", "withdraw", "R1"], db.url, stdin="n\n")
+    assert result.exit_code == 1, result.output
+    assert "purge 2 patient links, 3 documents" in result.stdout
+    assert "nothing changed" in result.stderr
+    assert owned_rows(db) == before
+
+    confirmed = run(["consents", "withdraw", "R1"], db.url, stdin="y\n")
+    assert confirmed.exit_code == 0, confirmed.output
+    assert "purged: 2 patient links" in confirmed.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["R404", "--yes"], "no participant with research id R404", id="unknown"),
+        pytest.param(["R404"], "no participant with research id R404", id="unknown-asked"),
+        pytest.param(["R1", "--yes", "--type", "biobank"], "no 'biobank' consent", id="type"),
+        pytest.param(["R1", "--yes", "--at", "yesterday"], "not an ISO 8601", id="bad-at"),
+        pytest.param(["R1", "--yes", "--at", "2099-01-01"], "in the future", id="future-at"),
+    ],
+)
+def test_cli_errors_exit_2_and_change_nothing(
+    db: StoreUnderTest, pids: dict[str, int], args: list[str], message: str
+) -> None:
+    before = owned_rows(db)
+    result = run(["consents", "withdraw", *args], db.url)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.stderr.split())
+    assert owned_rows(db) == before
+
+
+# --- withdrawn while their batch runs, against the mock network ---------------------------
+
+CLIENT_ID = "ehrfetch-test"
+COHORT = 12
+BINARY = re.compile(r"/orgs/(?P<org>[^/]+)/fhir/Binary/(?P<patient>[^/?]+)-\d+$")
+
+
+@dataclass
+class MockNetwork:
+    key: KeyPair
+    config: NetworkConfig
+    roster: Path
+    owner: dict[tuple[str, str], str]
+    """(organization, network patient id) → research id, from the truth file."""
+    phi: dict[str, dict[str, str]]
+    """research id → roster values."""
+
+    def settings(self) -> Settings:
+        network = NetworkSettings(
+            directory_url=f"{TEST_BASE}/directory",
+            token_url=f"{TEST_BASE}/token",
+            client_id=CLIENT_ID,
+            private_key=self.key.private.decode(),
+            max_tries=4,
+            backoff_base_s=0.01,
+            backoff_max_s=0.05,
+        )
+        return Settings(network=network)
+
+
+@pytest.fixture(scope="module")
+def mock(tmp_path_factory: pytest.TempPathFactory) -> MockNetwork:
+    import csv
+
+    key = KeyPair.generate("ES256")
+    config = small_config(key, client_id=CLIENT_ID)
+    roster = tmp_path_factory.mktemp("roster")
+    write_mock_roster(config, roster, size=COHORT * 2)
+    owner: dict[tuple[str, str], str] = {}
+    with (roster / "truth.ndjson").open() as fh:
+        for row in map(json.loads, fh):
+            for org, patient in row["known_at"].items():
+                if patient:
+                    owner[(org, patient)] = row["research_id"]
+    with (roster / "roster.csv").open(newline="") as fh:
+        phi = {
+            row["research_id"]: {k: v for k, v in row.items() if k != "research_id"}
+            for row in csv.DictReader(fh)
+        }
+    return MockNetwork(key, config, roster, owner, phi)
+
+
+class WithdrawOnSecondDocument(httpx.AsyncBaseTransport):
+    """The mock network, and a withdrawal part-way through someone's documents.
+
+    A participant's documents are fetched and stored one after another, so when their
+    second document is requested the first has been stored. The first participant to
+    get that far is withdrawn right then, before the request goes on.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, mock: MockNetwork, db: StoreUnderTest):
+        self.inner, self.mock, self.db = inner, mock, db
+        self.fetched: dict[str, set[str]] = {}
+        self.target: str | None = None
+        self.stored_before: PurgeCounts | None = None
+        self.result: WithdrawalResult | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        found = BINARY.search(request.url.path)
+        if found and self.target is None:
+            rid = self.mock.owner.get((found["org"], found["patient"]))
+            if rid is not None:
+                urls = self.fetched.setdefault(rid, set())
+                urls.add(str(request.url))
+                if len(urls) == 2:
+                    self.withdraw(rid)
+        return await self.inner.handle_async_request(request)
+
+    def withdraw(self, rid: str) -> None:
+        # No transaction is open across an await in ehrfetch, so a blocking store call
+        # here is one more writer between two of the batch's transactions.
+        self.target = rid
+        with self.db.sessions.begin() as session:
+            self.stored_before = acquired_counts(session, rid)
+            self.result = withdraw_consent(
+                session, rid, consent_type="ehr", withdrawn_at=NOW, now=NOW
+            )
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def no_wait(_seconds: float) -> None:
+    await asyncio.sleep(0)
+
+
+@pytest.fixture
+def batch(db: StoreUnderTest, mock: MockNetwork) -> int:
+    assert import_roster(mock.roster / "roster.csv", db.sessions, CTX).skipped == 0
+    assert import_consents(mock.roster / "consents.csv", db.sessions, CTX).skipped == 0
+    selection = select_cohort(
+        db.sessions, mock.settings().cohort, CTX.now, limit=COHORT, batch_size=COHORT
+    )
+    [only] = selection.batches
+    return only.id
+
+
+async def test_a_participant_withdrawn_while_their_batch_runs_keeps_nothing(
+    db: StoreUnderTest, mock: MockNetwork, batch: int
+) -> None:
+    transport = WithdrawOnSecondDocument(httpx.ASGITransport(app=create_app(mock.config)), mock, db)
+    result = await run_batch(
+        batch, mock.settings(), db.sessions, transport=transport, sleep=no_wait, clock=lambda: NOW
+    )
+    target = transport.target
+    assert target is not None, "no participant had two documents"
+    assert transport.stored_before is not None and transport.stored_before.documents >= 1
+    assert transport.result is not None
+    assert transport.result.purge_counts.documents == transport.stored_before.documents
+
+    with db.sessions() as session:
+        pid = session.scalar(select(Participant.id).where(Participant.research_id == target))
+        for column in (
+            PatientLink.participant_id, Document.participant_id, Resource.participant_id,
+            Provenance.participant_id, Quarantine.participant_id,
+        ):  # fmt: skip
+            left = session.scalar(select(func.count()).where(column == pid))
+            assert left == 0, f"{column.class_.__tablename__} rows survived the withdrawal"
+        lineage = session.scalar(
+            select(func.count())
+            .select_from(ResourceSource)
+            .join(Document, Document.id == ResourceSource.document_id)
+            .where(Document.participant_id == pid)
+        )
+        attempts = {
+            rid: (a.outcome, a.documents)
+            for a, rid in session.execute(
+                select(Attempt, Participant.research_id).join(
+                    Participant, Participant.id == Attempt.participant_id
+                )
+            )
+        }
+        stored = dict(
+            session.execute(
+                select(Participant.research_id, func.count(Document.id))
+                .join(Document, Document.participant_id == Participant.id)
+                .where(Document.status == DocumentStatus.STORED)
+                .group_by(Participant.research_id)
+            ).all()
+        )
+        provenance = session.scalar(select(func.count()).select_from(Provenance))
+    assert lineage == 0
+    assert attempts[target][0] is AttemptOutcome.WITHDRAWN
+    assert result.outcomes[AttemptOutcome.WITHDRAWN] == 1
+
+    # Everyone else went on as usual: an outcome each, their documents kept.
+    others = {rid: v for rid, v in attempts.items() if rid != target}
+    assert len(others) == COHORT - 1
+    assert all(outcome not in (None, AttemptOutcome.WITHDRAWN) for outcome, _ in others.values())
+    assert any(outcome is AttemptOutcome.RETRIEVED for outcome, _ in others.values())
+    assert {rid: n for rid, (_, n) in others.items() if n} == stored
+    assert provenance == sum(stored.values())
+
+    # The audit trail: the withdrawal row, the target's earlier queries, and no PHI.
+    trail = audit_rows(db)
+    assert ("withdraw", target) in {(r["operation"], r["research_id"]) for r in trail}
+    assert any(r["operation"] == "match" and r["research_id"] == target for r in trail)
+    for phi in mock.phi.values():
+        assert_no_phi(trail, phi)
