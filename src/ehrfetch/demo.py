@@ -11,24 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from ehrfetch import store
-from ehrfetch.batch import BatchResult, run_batch
 from ehrfetch.cohort.importing import import_consents, import_roster
 from ehrfetch.cohort.reading import ReadContext
-from ehrfetch.cohort.selection import count_cohort, select_cohort
+from ehrfetch.cohort.selection import count_cohort
 from ehrfetch.mocknet import DEFAULT_CONFIG, running_network, write_roster
 from ehrfetch.settings import Settings
 from ehrfetch.store.engine import remove_sqlite_store
 from ehrfetch.store.links import review_queue
-from ehrfetch.terminal import print_counts, print_import, print_selection
+from ehrfetch.terminal import print_counts, print_import
 
 
 def run_demo(
@@ -59,15 +57,17 @@ def run_demo(
             update={"url": f"sqlite:///{db}", "password": None}
         )
         demo_settings = demo_settings.model_copy(update={"store": store_settings})
-        _acquire(demo_settings, roster, out, batch_size)
+        _acquire(demo_settings, roster, out, batch_size, workdir)
     out.print(f"\n[green]done[/] in {time.monotonic() - started:.0f} s. Next:")
     env = f"EHRFETCH__STORE__URL=sqlite:///{db}"
     out.print(f"  {env} .venv/bin/ehrfetch cohort          # who is where now")
     out.print(f"  {env} .venv/bin/ehrfetch review list     # candidates for an operator")
-    out.print(f"  sqlite3 {db} .tables                 # the store itself")
+    out.print(f"  {env} .venv/bin/ehrfetch status          # runs, outcomes, failures")
 
 
-def _acquire(settings: Settings, roster: Path, out: Console, batch_size: int) -> None:
+def _acquire(
+    settings: Settings, roster: Path, out: Console, batch_size: int, workdir: Path
+) -> None:
     engine = store.create_store_engine(settings.store)
     try:
         store.ensure_schema(engine)
@@ -79,18 +79,8 @@ def _acquire(settings: Settings, roster: Path, out: Console, batch_size: int) ->
         print_import(
             out, out, import_consents(roster / "consents.csv", sessions, read_ctx), "consents"
         )
-        now = datetime.now(UTC)
-        selection = select_cohort(sessions, settings.cohort, now, batch_size=batch_size)
-        print_selection(out, selection)
-        results: list[BatchResult] = []
-        for batch in selection.batches:
-            result = asyncio.run(run_batch(batch.id, settings, sessions))
-            out.print(
-                f"batch {batch.id}: {result.status.value} — {result.documents} documents, "
-                f"{result.resources} resources"
-            )
-            results.append(result)
-        _summary(out, results)
+        print_counts(out, count_cohort(sessions, settings.cohort, datetime.now(UTC)))
+        _run_flow(settings, out, batch_size, workdir)
         print_counts(out, count_cohort(sessions, settings.cohort, datetime.now(UTC)))
         with sessions() as session:
             waiting = len(review_queue(session))
@@ -99,17 +89,27 @@ def _acquire(settings: Settings, roster: Path, out: Console, batch_size: int) ->
         engine.dispose()
 
 
-def _summary(out: Console, results: list[BatchResult]) -> None:
-    outcomes: Counter[str] = Counter()
-    errors: Counter[str] = Counter()
-    for r in results:
-        outcomes.update(r.outcomes)
-        errors.update(r.errors)
-    table = Table(title="Acquisition", show_header=False, title_justify="left")
-    for outcome, count in outcomes.most_common():
-        table.add_row(outcome, f"{count:,}")
-    table.add_row("documents stored", f"{sum(r.documents for r in results):,}")
-    table.add_row("resources (after de-duplication)", f"{sum(r.resources for r in results):,}")
-    for code, count in errors.most_common():
-        table.add_row(f"errors: {code}", f"{count:,}")
-    out.print(table)
+def _run_flow(settings: Settings, out: Console, batch_size: int, workdir: Path) -> None:
+    """The nightly path: the acquire-ehr flow, on a temporary local Prefect server."""
+    # The flow's tasks read their settings at their own entry point, as a worker on
+    # another machine would: the demo's store and network reach them through the
+    # environment. Prefect keeps its state in the demo folder and sends nothing out.
+    os.environ.update(
+        {
+            "EHRFETCH__STORE__URL": settings.store.url,
+            "EHRFETCH__NETWORK__DIRECTORY_URL": settings.network.directory_url,
+            "EHRFETCH__NETWORK__TOKEN_URL": settings.network.token_url,
+            "EHRFETCH__NETWORK__CLIENT_ID": settings.network.client_id,
+            "EHRFETCH__NETWORK__PRIVATE_KEY_FILE": str(settings.network.private_key_file),
+        }
+    )
+    os.environ.setdefault("PREFECT_HOME", str((workdir / ".prefect").resolve()))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from ehrfetch.cli_runs import print_summary, showing_progress
+    from flows.acquire import acquire_ehr
+
+    out.print("running the acquire-ehr flow (a temporary Prefect server starts first)")
+    with showing_progress(out):
+        summary = asyncio.run(acquire_ehr(batch_size=batch_size))
+    if summary is not None:
+        print_summary(out, summary)
