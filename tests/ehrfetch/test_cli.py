@@ -204,3 +204,24 @@ def test_match_check_decides_a_deck_offline(tmp_path: Path) -> None:
     ]
     assert any("twin" in reason for reason in decisions[1]["reasons"])
     assert '"line":3' in result.stderr.replace(" ", "")
+
+
+def test_bench_import_reports_every_figure(tmp_path: Path) -> None:
+    result = run(["bench", "import", "--rows", "300", "--workdir", str(tmp_path / "b"), "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert figures["rows"] == 300
+    for key in ("first_import_s", "first_rows_per_s", "reimport_s", "peak_rss_mb", "store"):
+        assert figures[key], key
+
+
+def test_bench_match_scores_a_small_roster(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    shutil.copy(PROJECT / "config" / "mock_network.toml", tmp_path / "config")
+    result = run(["bench", "match", "--participants", "40", "--workdir", "m", "--json"])
+    assert result.exit_code == 0, result.output
+    score = json.loads(result.stdout)["score"]
+    assert score["participants"] > 0
+    assert score["true_accepts"] > 0
+    assert score["false_accepts"] == 0
+    assert 0 < score["recall"] <= 1
