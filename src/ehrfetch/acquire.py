@@ -38,7 +38,7 @@ from ehrfetch.network import (
     Organization,
     verify,
 )
-from ehrfetch.normalize.ccda_header import check_ccda_patient
+from ehrfetch.normalize.ccda import normalize_ccda
 from ehrfetch.normalize.fhir_bundle import normalize_bundle
 from ehrfetch.provenance import SourceDocument, build_provenance, provenance_id
 from ehrfetch.store.batches import AttemptResult, Member
@@ -302,15 +302,15 @@ async def _fetch_verified(
 def _normalize(
     document: FetchedDocument, fetched: FetchedAttachment, rid: str, patient_id: str
 ) -> list[DerivedResource]:
-    """Resources from a FHIR Bundle. A C-CDA is checked to be about the linked patient
-    and stored as it is (its reader comes later); PDF and text are stored as they are."""
+    """Resources from a FHIR Bundle or a C-CDA document, each checked first to be about
+    the linked patient; PDF and text are stored as they are."""
     kind = document.content_type.split(";")[0].strip().lower()
     if kind in CDA_XML:
-        check_ccda_patient(fetched.body, patient_id)
-        return []
-    if kind not in FHIR_JSON:
-        return []
-    normalized = normalize_bundle(fetched.body, research_id=rid, patient_id=patient_id)
+        normalized = normalize_ccda(fetched.body, research_id=rid, patient_id=patient_id)
+    elif kind in FHIR_JSON:
+        normalized = normalize_bundle(fetched.body, research_id=rid, patient_id=patient_id)
+    else:
+        return []  # PDF and text: stored and referenced, not parsed
     for skipped in normalized.skipped:
         log.info("%s: skipped entry %d of a document: %s", rid, skipped.index, skipped.reason)
     return [

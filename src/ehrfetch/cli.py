@@ -485,6 +485,48 @@ def bench_match(
     out.print(table)
 
 
+@bench_app.command("ccda")
+@handles_errors
+def bench_ccda(
+    folder: Annotated[
+        Path, typer.Argument(help="A folder of C-CDA documents (searched recursively).")
+    ] = Path("../shared/ccda-examples"),
+    per_file: Annotated[bool, typer.Option("--per-file", help="Also one row per file.")] = False,
+) -> None:
+    """C-CDA coverage: coded entries per section kind, and how many became FHIR R4."""
+    from ehrfetch.bench.ccda_coverage import ccda_coverage, format_report
+    from ehrfetch.errors import InputFileError
+
+    if not folder.is_dir():
+        raise InputFileError(folder, "not a folder")
+    out.print(format_report(ccda_coverage(folder), per_file=per_file), markup=False)
+
+
+@bench_app.command("export")
+@handles_errors
+def bench_export(
+    resources: Annotated[
+        int, typer.Option(min=1, help="Synthetic resources to export.")
+    ] = 1_000_000,
+    workdir: Annotated[
+        Path,
+        typer.Option(help="Folder for the store and the export (emptied first).", file_okay=False),
+    ] = Path(".bench/export"),
+    as_json: JsonOption = False,
+) -> None:
+    """Fill a fresh SQLite store with N resources, export them as NDJSON, report memory."""
+    from ehrfetch.bench.export import as_dict, run_export_bench
+
+    figures = as_dict(run_export_bench(workdir, resources))
+    if as_json:
+        out.print_json(orjson.dumps(figures).decode())
+        return
+    table = Table(title="NDJSON export", show_header=False, title_justify="left")
+    for key, value in figures.items():
+        table.add_row(key, str(value))
+    out.print(table)
+
+
 # --- demo -----------------------------------------------------------------------------
 
 
@@ -527,5 +569,6 @@ def main() -> None:
 
 __all__ = ["app", "main"]
 
-import ehrfetch.cli_consents  # noqa: E402,F401 - registers commands
+import ehrfetch.cli_consents  # noqa: E402 - registers commands
+import ehrfetch.cli_export  # noqa: E402,F401 - registers export, convert
 from ehrfetch import cli_runs  # noqa: E402,F401 - registers run, rerun, status, serve

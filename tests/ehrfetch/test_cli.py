@@ -225,3 +225,20 @@ def test_bench_match_scores_a_small_roster(tmp_path: Path) -> None:
     assert score["true_accepts"] > 0
     assert score["false_accepts"] == 0
     assert 0 < score["recall"] <= 1
+
+
+def test_bench_ccda_prints_the_coverage_table() -> None:
+    examples = PROJECT.parent / "shared" / "ccda-examples"
+    result = run(["bench", "ccda", str(examples)])
+    assert result.exit_code == 0, result.output
+    assert "| **total** |" in result.stdout
+    assert "crashes: 0" in result.stdout
+
+
+def test_bench_export_reports_flat_memory_fields(tmp_path: Path) -> None:
+    result = run(["bench", "export", "--resources", "500", "--workdir", "x", "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert (figures["resources"], figures["invalid"]) == (500, 0)
+    assert figures["lines"] > 500  # Patients and Provenance too
+    assert "rss_growth_during_export_mb" in figures

@@ -7,13 +7,13 @@ so when in doubt a part stays in the key (a near miss is stored twice, not merge
 
 | resource | key parts |
 |---|---|
-| Condition | preferred code; onset (or recorded) date, to the day |
+| Condition | preferred code; onset (or recorded) date, to the day; verification status |
 | Observation | preferred code; effective time, to the minute; value; component values |
 | MedicationRequest | medication code; authoredOn date |
 | MedicationStatement | medication code; effective start date |
 | AllergyIntolerance | substance code (one allergy per substance); verification status |
 | Immunization | vaccine code; occurrence date; status |
-| Procedure | procedure code; performed date (start), to the day |
+| Procedure | procedure code; performed date (start), to the day; status |
 | Encounter | class; type code; period start, to the minute |
 | DiagnosticReport | code; effective time, to the minute |
 | anything else | the whole resource without id, meta, text and references |
@@ -106,7 +106,8 @@ def _value(resource: dict[str, Any]) -> str:
 
 def _condition(r: dict[str, Any]) -> KeyParts:
     when = _first(r, "onsetDateTime", "onsetPeriod", "recordedDate")
-    return (_code(r.get("code")), _instant(when, "day"))
+    # A refuted condition is a different statement from a confirmed one of the same day.
+    return (_code(r.get("code")), _instant(when, "day"), _code(r.get("verificationStatus")))
 
 
 def _observation(r: dict[str, Any]) -> KeyParts:
@@ -148,10 +149,9 @@ def _immunization(r: dict[str, Any]) -> KeyParts:
 
 
 def _procedure(r: dict[str, Any]) -> KeyParts:
-    return (
-        _code(r.get("code")),
-        _instant(_first(r, "performedDateTime", "performedPeriod"), "day"),
-    )
+    when = _instant(_first(r, "performedDateTime", "performedPeriod"), "day")
+    # Done and not-done on the same day are two facts, never one.
+    return (_code(r.get("code")), when, str(r.get("status")))
 
 
 def _encounter(r: dict[str, Any]) -> KeyParts:

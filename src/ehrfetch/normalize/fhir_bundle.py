@@ -72,8 +72,15 @@ def fhir_id_for(research_id: str, resource_type: str, key: str) -> str:
     return hashlib.sha256(f"{research_id}|{resource_type}|{key}".encode()).hexdigest()[:40]
 
 
-def normalize_bundle(body: bytes, *, research_id: str, patient_id: str) -> NormalizedDocument:
-    """The participant's resources from a Bundle about the site's patient ``patient_id``."""
+def normalize_bundle(
+    body: bytes, *, research_id: str, patient_id: str | None
+) -> NormalizedDocument:
+    """The participant's resources from a Bundle about the site's patient ``patient_id``.
+
+    ``patient_id`` None (a local file, ``ehrfetch convert``): no patient check — the
+    Bundle's Patients and the patients its resources are about are all taken as the
+    participant.
+    """
     try:
         bundle = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -134,9 +141,9 @@ def _aliases(entry: dict[str, Any], kind: str, source_id: str | None) -> list[st
     return aliases
 
 
-def _patient_references(entries: list[dict[str, Any]], patient_id: str) -> set[str]:
+def _patient_references(entries: list[dict[str, Any]], patient_id: str | None) -> set[str]:
     """Every way this Bundle may refer to the linked patient; refuse it if it has another."""
-    refs = {f"Patient/{patient_id}"}
+    refs = {f"Patient/{patient_id}"} if patient_id is not None else _subjects(entries)
     for entry in entries:
         resource = entry.get("resource")
         if not isinstance(resource, dict) or resource.get("resourceType") != "Patient":
@@ -144,7 +151,7 @@ def _patient_references(entries: list[dict[str, Any]], patient_id: str) -> set[s
         ids = {resource.get("id")} | {
             i.get("value") for i in resource.get("identifier") or [] if isinstance(i, dict)
         }
-        if patient_id not in ids:
+        if patient_id is not None and patient_id not in ids:
             raise WrongPatientError("the document's Patient is not the linked patient")
         full_url = entry.get("fullUrl")
         if isinstance(full_url, str) and full_url:
@@ -155,12 +162,29 @@ def _patient_references(entries: list[dict[str, Any]], patient_id: str) -> set[s
     return refs
 
 
+def _subjects(entries: list[dict[str, Any]]) -> set[str]:
+    """Every patient the Bundle's resources are about (no linked patient to check against)."""
+    refs: set[str] = set()
+    for entry in entries:
+        resource = entry.get("resource")
+        for name in _PATIENT_FIELDS:
+            ref = resource.get(name) if isinstance(resource, dict) else None
+            target = ref.get("reference") if isinstance(ref, dict) else None
+            if isinstance(target, str) and _is_patient_reference(target):
+                refs.add(target)
+    return refs
+
+
+def _is_patient_reference(target: str) -> bool:
+    return target.startswith(("Patient/", "urn:")) or "/Patient/" in target
+
+
 def _check_subject(resource: dict[str, Any], patient_refs: set[str], index: int) -> None:
     for name in _PATIENT_FIELDS:
         ref = resource.get(name)
         if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
             target = ref["reference"]
-            if target.startswith(("Patient/", "urn:")) or "/Patient/" in target:
+            if _is_patient_reference(target):
                 tail = "/".join(target.rstrip("/").split("/")[-2:])
                 if target not in patient_refs and tail not in patient_refs:
                     raise WrongPatientError(
