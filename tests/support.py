@@ -72,3 +72,21 @@ def write_consents(path: Path, rows: list[tuple[str, ...]]) -> Path:
         writer.writerow(["research_id", "type", "status", "recorded_at", "withdrawn_at"])
         writer.writerows(rows)
     return path
+
+
+PROJECT = Path(__file__).resolve().parents[1]
+# CI clones the project with the steering repo's shared/ beside it.
+CCDA_EXAMPLES = PROJECT.parent / "shared" / "ccda-examples"
+
+
+def require_ccda_examples() -> Path:
+    """The shared HL7 C-CDA examples; under CI their absence is a failure, not a skip."""
+    import os
+
+    import pytest
+
+    if not CCDA_EXAMPLES.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CCDA_EXAMPLES} is missing: CI runs with ../shared beside the project")
+        pytest.skip(f"{CCDA_EXAMPLES} is missing (outside CI, ../shared is optional)")
+    return CCDA_EXAMPLES

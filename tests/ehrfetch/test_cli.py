@@ -11,7 +11,13 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from ehrfetch.cli import app
-from support import StoreUnderTest, roster_row, write_consents, write_roster
+from support import (
+    StoreUnderTest,
+    require_ccda_examples,
+    roster_row,
+    write_consents,
+    write_roster,
+)
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -228,8 +234,7 @@ def test_bench_match_scores_a_small_roster(tmp_path: Path) -> None:
 
 
 def test_bench_ccda_prints_the_coverage_table() -> None:
-    examples = PROJECT.parent / "shared" / "ccda-examples"
-    result = run(["bench", "ccda", str(examples)])
+    result = run(["bench", "ccda", str(require_ccda_examples())])
     assert result.exit_code == 0, result.output
     assert "| **total** |" in result.stdout
     assert "crashes: 0" in result.stdout
