@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ehrfetch.cohort.records import ParticipantRecord, PersonName, PostalAddress
 from ehrfetch.errors import (
+    ConsentNotInForce,
     DocumentError,
     DocumentMismatch,
     ForeignHostError,
@@ -52,7 +53,7 @@ from ehrfetch.store.documents import (
     stored_document_ids,
 )
 from ehrfetch.store.links import LinkRow, accepted_links, save_links
-from ehrfetch.store.purge import ConsentNotInForce, consent_gate
+from ehrfetch.store.purge import consent_gate
 from ehrfetch.store.tables import AttemptOutcome, LinkDecision, PatientLink
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,8 @@ up in logs, CLI output and Prefect artifacts.
     EhrfetchError
     ├── ConfigError            a settings file or value that cannot be used
     ├── StoreError             the store cannot do what was asked
-    │   └── SchemaError        the database schema is missing, behind or unknown
+    │   ├── SchemaError        the database schema is missing, behind or unknown
+    │   └── ConsentNotInForce  a write for a participant whose consent is withdrawn
     ├── InputError             an input file that cannot be read at all
     │   └── InputFileError     ... with the file (and line) where it failed
     ├── NetworkError           a call to the network failed (after any retries)
@@ -54,6 +55,12 @@ class StoreError(EhrfetchError):
 
 class SchemaError(StoreError):
     """The database schema is missing, behind the code, or ahead of it."""
+
+
+class ConsentNotInForce(StoreError):
+    """An acquisition write refused: the participant's consent is not (or no longer) in force."""
+
+    code = "consent_withdrawn"
 
 
 class InputError(EhrfetchError):

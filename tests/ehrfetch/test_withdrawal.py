@@ -22,7 +22,7 @@ from ehrfetch.batch import run_batch
 from ehrfetch.cli import app
 from ehrfetch.cohort.importing import import_consents, import_roster
 from ehrfetch.cohort.selection import rules_from, select_cohort
-from ehrfetch.errors import StoreError
+from ehrfetch.errors import ConsentNotInForce, StoreError
 from ehrfetch.settings import CohortSettings, NetworkSettings, Settings
 from ehrfetch.store.batches import AttemptResult, claim_batch, finish_attempt, finish_batch
 from ehrfetch.store.cohort import create_run
@@ -37,7 +37,6 @@ from ehrfetch.store.links import LinkRow, OrganizationRow, save_links, upsert_or
 from ehrfetch.store.participants import participant_ids
 from ehrfetch.store.purge import (
     ConsentChange,
-    ConsentNotInForce,
     PurgeCounts,
     WithdrawalResult,
     acquired_counts,

@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ehrfetch.errors import StoreError
+from ehrfetch.errors import ConsentNotInForce, StoreError
 from ehrfetch.store.cohort import CohortRules
-from ehrfetch.store.purge import ConsentNotInForce, consent_gate
+from ehrfetch.store.purge import consent_gate
 from ehrfetch.store.tables import (
     DecidedBy,
     LinkDecision,

@@ -61,12 +61,6 @@ AUDIT_OPERATION_PURGE = "purge"
 """Audit operation of a purge for a consent that was already not in force."""
 
 
-class ConsentNotInForce(StoreError):
-    """An acquisition write refused: the participant's consent is not (or no longer) in force."""
-
-    code = "consent_withdrawn"
-
-
 def lock_participant(session: Session, condition: ColumnElement[bool]) -> int | None:
     """Lock one participant's row for the rest of the transaction; their id, or None.
 
