@@ -395,6 +395,22 @@ def batch_run(
         raise typer.Exit(1)
 
 
+def print_figures(title: str, figures: dict[str, Any], *, as_json: bool) -> None:
+    """A benchmark's figures: JSON for machines, a two-column table for people."""
+    if as_json:
+        out.print_json(orjson.dumps(figures).decode())
+        return
+    table = Table(title=title, show_header=False, title_justify="left")
+    for key, value in figures.items():
+        text = (
+            f"{value:,.5g}"
+            if isinstance(value, float)
+            else (f"{value:,}" if isinstance(value, int) else str(value))
+        )
+        table.add_row(key, text)
+    out.print(table)
+
+
 # --- bench --------------------------------------------------------------------------
 
 bench_app = typer.Typer(help="Benchmarks: print measured figures.", no_args_is_help=True)
@@ -437,14 +453,7 @@ def bench_import(
         )
     finally:
         engine.dispose()
-    figures = as_dict(result)
-    if as_json:
-        out.print_json(orjson.dumps(figures).decode())
-        return
-    table = Table(title="Roster import", show_header=False, title_justify="left")
-    for key, value in figures.items():
-        table.add_row(key, f"{value:,}" if isinstance(value, int | float) else str(value))
-    out.print(table)
+    print_figures("Roster import", as_dict(result), as_json=as_json)
 
 
 @bench_app.command("match")
@@ -470,19 +479,9 @@ def bench_match(
         _ctx(ctx).settings, workdir, participants, network_config, " ".join(sys.argv[1:])
     )
     figures = as_dict(result)
-    if as_json:
-        out.print_json(orjson.dumps(figures).decode())
-        return
-    score = figures.pop("score")
-    table = Table(title="Match quality", show_header=False, title_justify="left")
-    for key, value in {**score, **figures}.items():
-        text = (
-            f"{value:.5f}"
-            if isinstance(value, float) and key in ("precision", "recall")
-            else str(value)
-        )
-        table.add_row(key, text)
-    out.print(table)
+    if not as_json:
+        figures = {**figures.pop("score"), **figures}  # one flat table for a terminal
+    print_figures("Match quality", figures, as_json=as_json)
 
 
 @bench_app.command("ccda")
@@ -517,14 +516,7 @@ def bench_export(
     """Fill a fresh SQLite store with N resources, export them as NDJSON, report memory."""
     from ehrfetch.bench.export import as_dict, run_export_bench
 
-    figures = as_dict(run_export_bench(workdir, resources))
-    if as_json:
-        out.print_json(orjson.dumps(figures).decode())
-        return
-    table = Table(title="NDJSON export", show_header=False, title_justify="left")
-    for key, value in figures.items():
-        table.add_row(key, str(value))
-    out.print(table)
+    print_figures("NDJSON export", as_dict(run_export_bench(workdir, resources)), as_json=as_json)
 
 
 # --- demo -----------------------------------------------------------------------------
