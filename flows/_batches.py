@@ -2,12 +2,14 @@
 
 Orchestration only: each step calls ehrfetch (``ehrfetch.runs``), which holds the rules.
 
-Bounded concurrency is a ``ThreadPoolTaskRunner`` opened by the flow with
-``batch_concurrency`` workers, read from the settings on every run (a runner fixed in
-the ``@flow`` decorator would be fixed when the deployment is served). A thread per
-batch suits a batch: it runs its own event loop with its own network client
-(``run_batch`` creates it), so no HTTP connection or transport is shared between event
-loops, and one batch's blocking store calls never stall another's network traffic.
+Bounded concurrency is a task runner opened by the flow with ``batch_concurrency``
+workers, read from the settings on every run (a runner fixed in the ``@flow`` decorator
+would be fixed when the deployment is served): threads (``ThreadPoolTaskRunner``) or
+processes (``ProcessPoolTaskRunner``; ``orchestration.task_runner``). Either suits a
+batch: it runs its own event loop with its own network client (``run_batch`` creates
+it), so no HTTP connection or transport is shared between event loops. Threads share one
+core's worth of Python; processes use every core, which the throughput benchmark
+measures (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.runtime import task_run
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from sqlalchemy.orm import Session, sessionmaker
 
 from ehrfetch import runs
@@ -88,7 +90,12 @@ async def run_batches(
         return done
 
     workers = settings.orchestration.batch_concurrency
-    with ThreadPoolTaskRunner[Any](max_workers=workers) as runner:
+    runner: TaskRunner[Any] = (
+        ProcessPoolTaskRunner(max_workers=workers)
+        if settings.orchestration.task_runner == "processes"
+        else ThreadPoolTaskRunner[Any](max_workers=workers)
+    )
+    with runner:
         for batch_id in batch_ids:
             future: PrefectFuture[Any] = runner.submit(
                 acquire_batch, {"batch_id": batch_id, "config_file": config_file}

@@ -8,6 +8,7 @@
     GET  /orgs/{org}/fhir/Patient/{id}              read
     GET  /orgs/{org}/fhir/DocumentReference         IHE MHD ITI-67 search, paged
     GET  /orgs/{org}/fhir/Binary/{id}               IHE MHD ITI-68 retrieve, raw bytes
+    GET  /stats                                     organization answers by kind and status
 
 Handlers take the raw `Request` and answer orjson bytes: request validation and response
 models would cost more than the matching itself (see docs/benchmarks.md).
@@ -18,8 +19,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -54,6 +56,9 @@ class Network:
     faults: Faults
     documents: DocumentStore
     started_s: float
+    answers: Counter[tuple[str, int]] = field(default_factory=Counter)
+    """Organization answers by (kind, HTTP status): what a benchmark reads to see, from
+    the server's side, how many requests of each kind came and how many were throttled."""
 
 
 def build_network(config: NetworkConfig, *, clock: Callable[[], float] = time.time) -> Network:
@@ -126,6 +131,14 @@ def create_app(config: NetworkConfig, *, clock: Callable[[], float] = time.time)
             media_type="application/json",
         )
 
+    @app.get("/stats")
+    async def stats() -> Response:
+        rows = [
+            {"kind": kind, "status": status, "count": count}
+            for (kind, status), count in sorted(network.answers.items())
+        ]
+        return Response(orjson.dumps({"answers": rows}), media_type="application/json")
+
     @app.get("/directory")
     async def directory(request: Request) -> Response:
         return _json(fhir.directory(config, base_url(request)))
@@ -145,6 +158,20 @@ def create_app(config: NetworkConfig, *, clock: Callable[[], float] = time.time)
         )
 
     async def org_call(
+        request: Request,
+        org_id: str,
+        resource_type: str | None,
+        handler: Callable[[OrgConfig, frozenset[str], str], Awaitable[Response]],
+        *,
+        fhir_json: bool = True,
+        kind: str = "other",
+    ) -> Response:
+        """``answer``, counted by kind and status for ``/stats``."""
+        response = await answer(request, org_id, resource_type, handler, fhir_json=fhir_json)
+        network.answers[(kind, response.status_code)] += 1
+        return response
+
+    async def answer(
         request: Request,
         org_id: str,
         resource_type: str | None,
@@ -228,7 +255,7 @@ def create_app(config: NetworkConfig, *, clock: Callable[[], float] = time.time)
                 fhir.capability_statement(org, f"{base}/orgs/{org.id}/fhir", f"{base}/token")
             )
 
-        return await org_call(request, org_id, None, handler)
+        return await org_call(request, org_id, None, handler, kind="metadata")
 
     @app.post("/orgs/{org_id}/fhir/Patient/$match")
     async def match(request: Request, org_id: str) -> Response:
@@ -237,7 +264,7 @@ def create_app(config: NetworkConfig, *, clock: Callable[[], float] = time.time)
         async def handler(org: OrgConfig, forced: frozenset[str], base: str) -> Response:
             return _match(network, org, raw, f"{base}/orgs/{org.id}/fhir")
 
-        return await org_call(request, org_id, "Patient", handler)
+        return await org_call(request, org_id, "Patient", handler, kind="match")
 
     @app.get("/orgs/{org_id}/fhir/Patient/{patient_id}")
     async def read_patient(request: Request, org_id: str, patient_id: str) -> Response:
@@ -248,21 +275,21 @@ def create_app(config: NetworkConfig, *, clock: Callable[[], float] = time.time)
                 return error_response(404, "not-found", f"no Patient/{patient_id} at {org.id}")
             return _json(fhir.patient(record, org))
 
-        return await org_call(request, org_id, "Patient", handler)
+        return await org_call(request, org_id, "Patient", handler, kind="read")
 
     @app.get("/orgs/{org_id}/fhir/DocumentReference")
     async def document_search(request: Request, org_id: str) -> Response:
         async def handler(org: OrgConfig, forced: frozenset[str], base: str) -> Response:
             return _document_search(network, org, request, forced, f"{base}/orgs/{org.id}/fhir")
 
-        return await org_call(request, org_id, "DocumentReference", handler)
+        return await org_call(request, org_id, "DocumentReference", handler, kind="search")
 
     @app.get("/orgs/{org_id}/fhir/Binary/{binary_id}")
     async def binary(request: Request, org_id: str, binary_id: str) -> Response:
         async def handler(org: OrgConfig, forced: frozenset[str], base: str) -> Response:
             return _binary(network, org, binary_id, forced)
 
-        return await org_call(request, org_id, "Binary", handler, fhir_json=False)
+        return await org_call(request, org_id, "Binary", handler, fhir_json=False, kind="binary")
 
     return app
 

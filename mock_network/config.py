@@ -50,15 +50,20 @@ class _Model(BaseModel):
 
 class LatencyConfig(_Model):
     """Added delay before each organization answer: a log-normal with the given median and
-    99th percentile (the usual shape of service latency), or nothing when median is 0."""
+    99th percentile (the usual shape of service latency), or nothing when median is 0;
+    ``min_ms``/``max_ms`` clip it (a WAN profile: "200-800 ms")."""
 
     median_ms: float = Field(default=0.0, ge=0)
     p99_ms: float = Field(default=0.0, ge=0)
+    min_ms: float = Field(default=0.0, ge=0)
+    max_ms: float | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _p99_not_below_median(self) -> LatencyConfig:
         if self.p99_ms and self.p99_ms < self.median_ms:
             raise ValueError("latency p99_ms must be >= median_ms")
+        if self.max_ms is not None and self.max_ms < self.min_ms:
+            raise ValueError("latency max_ms must be >= min_ms")
         return self
 
 

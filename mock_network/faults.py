@@ -115,7 +115,9 @@ class Faults:
         if latency.median_ms <= 0:
             return
         sigma = math.log(latency.p99_ms / latency.median_ms) / 2.326 if latency.p99_ms else 0.0
-        seconds = latency.median_ms * math.exp(sigma * self._rng.gauss(0.0, 1.0)) / 1000.0
+        ms = latency.median_ms * math.exp(sigma * self._rng.gauss(0.0, 1.0))
+        ms = max(latency.min_ms, ms if latency.max_ms is None else min(latency.max_ms, ms))
+        seconds = ms / 1000.0
         await asyncio.sleep(seconds)
 
     def rate_limit(self, client_id: str, org: OrgConfig) -> float:

@@ -11,11 +11,12 @@ SSN's last four digits stay at home: they are used to judge candidates, never se
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -53,16 +54,20 @@ from ehrfetch.store.documents import (
     stored_document_ids,
 )
 from ehrfetch.store.links import LinkRow, accepted_links, save_links
-from ehrfetch.store.purge import consent_gate
+from ehrfetch.store.purge import consent_gate, consent_in_force_now
 from ehrfetch.store.tables import AttemptOutcome, LinkDecision, PatientLink
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FHIR_JSON = ("application/fhir+json", "application/json+fhir", "application/json")
 CDA_XML = ("application/hl7-v3+xml", "application/xml", "text/xml", "application/cda+xml")
 # A body whose size or hash disagrees with its reference may have been cut short on the
 # way (proxies do that): it is fetched this many more times before it is quarantined.
 REFETCHES_ON_MISMATCH = 2
+# Documents of one participant waiting to be written are written early past this size,
+# so a participant with many large documents does not hold them all in memory.
+PENDING_BYTES = 8 * 1024 * 1024
 # Attachments in the order ehrfetch prefers when a DocumentReference offers several
 # renditions of one document: structured first.
 _PREFERENCE = ("application/fhir+json", "application/hl7-v3+xml", "application/xml", "text/xml")
@@ -91,6 +96,23 @@ class _Tally:
     resources: int = 0
     errors: list[str] = field(default_factory=list)
     withdrawn: bool = False
+    pending: list[Callable[[Session], None]] = field(default_factory=list)
+    """Writes of fetched documents (save or quarantine), made in one transaction."""
+    pending_bytes: int = 0
+
+
+def _transaction(sessions: sessionmaker[Session], work: Callable[[Session], T]) -> T:
+    with sessions.begin() as session:
+        return work(session)
+
+
+async def in_store(ctx: AcquireContext, work: Callable[[Session], T]) -> T:
+    """Run ``work`` in one transaction on a worker thread.
+
+    The event loop carries every network call of the batch: it must never wait for the
+    database (SQLite's single writer lock held by another batch, a slow PostgreSQL).
+    """
+    return await asyncio.to_thread(_transaction, ctx.sessions, work)
 
 
 async def acquire_participant(
@@ -101,10 +123,11 @@ async def acquire_participant(
     housemates: tuple[str, ...] = (),
 ) -> AttemptResult:
     rid = member.research_id
+    pid = member.participant_id
     # Withdrawn since the batch was selected: their demographics are not sent anywhere.
-    with ctx.sessions.begin() as session:
-        if not consent_gate(session, member.participant_id, ctx.rules):
-            return AttemptResult(AttemptOutcome.WITHDRAWN)
+    # (A read: every write below re-checks under the participant's lock.)
+    if not await in_store(ctx, lambda session: consent_in_force_now(session, pid, ctx.rules)):
+        return AttemptResult(AttemptOutcome.WITHDRAWN)
     person = MatchPerson.from_record(record)
     answers = await ctx.network.match_everywhere(
         ctx.organizations, match_query(record), count=ctx.match_count, research_id=rid
@@ -137,12 +160,16 @@ async def acquire_participant(
                     reasons=verdict.reasons,
                 )
             )
+
+    def store_links(
+        session: Session,
+    ) -> tuple[dict[Any, PatientLink], list[PatientLink], set[tuple[str, str]]]:
+        saved = save_links(session, pid, links, ctx.clock(), rules=ctx.rules)
+        # Accepted links include an operator's accept from the review queue.
+        return saved, accepted_links(session, pid), stored_document_ids(session, pid)
+
     try:
-        with ctx.sessions.begin() as session:
-            saved = save_links(session, member.participant_id, links, ctx.clock(), rules=ctx.rules)
-            # Accepted links include an operator's accept from the review queue.
-            accepted = accepted_links(session, member.participant_id)
-            known = stored_document_ids(session, member.participant_id)
+        saved, accepted, known = await in_store(ctx, store_links)
     except ConsentNotInForce:
         log.info("%s: consent withdrawn during acquisition; nothing is stored", rid)
         return AttemptResult(AttemptOutcome.WITHDRAWN)
@@ -155,8 +182,33 @@ async def acquire_participant(
             continue  # the organization left the network
         await _retrieve(ctx, member, link, org, known, tally)
         if tally.withdrawn:
-            return AttemptResult(AttemptOutcome.WITHDRAWN, links_accepted=len(accepted))
+            break
+    await _write_pending(ctx, member, tally)
+    if tally.withdrawn:
+        return AttemptResult(AttemptOutcome.WITHDRAWN, links_accepted=len(accepted))
     return _outcome(accepted, in_review, tally)
+
+
+async def _write_pending(ctx: AcquireContext, member: Member, tally: _Tally) -> None:
+    """Write the fetched documents in one transaction (one per participant, or more
+    when they are large): per-transaction cost, not per-row, dominated the store."""
+    if not tally.pending:
+        return
+    pending, tally.pending, tally.pending_bytes = tally.pending, [], 0
+
+    def write(session: Session) -> bool:
+        # The participant's lock and consent check once, for all of their documents.
+        if not consent_gate(session, member.participant_id, ctx.rules):
+            return False
+        for item in pending:
+            item(session)
+        return True
+
+    if not await in_store(ctx, write):
+        tally.withdrawn = True
+        log.info(
+            "%s: consent withdrawn during acquisition; nothing more is stored", member.research_id
+        )
 
 
 def _outcome(accepted: list[PatientLink], in_review: bool, tally: _Tally) -> AttemptResult:
@@ -193,6 +245,8 @@ async def _retrieve(
             if (org.id, entry.id) in known:
                 continue  # fetched by an earlier run (stored or quarantined)
             await _one_document(ctx, member, link, org, entry, tally)
+            if tally.pending_bytes > PENDING_BYTES:
+                await _write_pending(ctx, member, tally)
             if tally.withdrawn:
                 return
     except NetworkError as error:
@@ -229,12 +283,14 @@ async def _one_document(
         content=None,
     )
     if not _about(entry, link.network_patient_id):
-        _quarantine(ctx, base, "the DocumentReference is about another patient", "wrong_patient")
+        _quarantine(
+            ctx, tally, base, "the DocumentReference is about another patient", "wrong_patient"
+        )
         return
     try:
         fetched = await _fetch_verified(ctx, org, ref, rid)
     except (ForeignHostError, ResponseTooLarge) as error:
-        _quarantine(ctx, base, str(error), error.code)
+        _quarantine(ctx, tally, base, str(error), error.code)
         return
     except NetworkError as error:
         # Transient or server-side: nothing recorded, so the next run tries again.
@@ -242,16 +298,16 @@ async def _one_document(
         tally.errors.append(error.code)
         return
     except DocumentMismatch as error:
-        _quarantine(ctx, base, str(error), error.code)
+        _quarantine(ctx, tally, base, str(error), error.code)
         return
     document = _with_bytes(base, fetched)
     try:
         resources = _normalize(document, fetched, rid, link.network_patient_id)
     except WrongPatientError as error:
-        _quarantine(ctx, document, str(error), error.code)
+        _quarantine(ctx, tally, document, str(error), error.code)
         return
     except DocumentError as error:
-        _quarantine(ctx, document, str(error), error.code, keep_content=True)
+        _quarantine(ctx, tally, document, str(error), error.code, keep_content=True)
         return
     source = SourceDocument(
         organization_id=org.id,
@@ -274,14 +330,16 @@ async def _one_document(
         )
         return provenance_id(rid, source), body
 
-    with ctx.sessions.begin() as session:
-        result = save_document(session, document, resources, provenance, ctx.rules, now)
-    if result.outcome is SaveOutcome.CONSENT_WITHDRAWN:
-        log.info("%s: consent withdrawn during acquisition; nothing more is stored", rid)
-        tally.withdrawn = True
-    elif result.outcome is SaveOutcome.STORED:
-        tally.documents += 1
-        tally.resources += result.resources
+    def save(session: Session) -> None:
+        result = save_document(
+            session, document, resources, provenance, ctx.rules, now, consent_checked=True
+        )
+        if result.outcome is SaveOutcome.STORED:
+            tally.documents += 1
+            tally.resources += result.resources
+
+    tally.pending.append(save)
+    tally.pending_bytes += fetched.size
 
 
 async def _fetch_verified(
@@ -350,23 +408,31 @@ def _with_bytes(base: FetchedDocument, fetched: FetchedAttachment) -> FetchedDoc
 
 def _quarantine(
     ctx: AcquireContext,
+    tally: _Tally,
     document: FetchedDocument,
     reason: str,
     code: str,
     *,
     keep_content: bool = False,
 ) -> None:
+    """Queue the refusal with the participant's other writes."""
     log.warning("document quarantined: %s", code)
-    with ctx.sessions.begin() as session:
+    now = ctx.clock()
+
+    def write(session: Session) -> None:
         quarantine_document(
             session,
             document,
             reason=reason,
             code=code,
-            now=ctx.clock(),
+            now=now,
             keep_content=keep_content,
             rules=ctx.rules,
+            consent_checked=True,
         )
+
+    tally.pending.append(write)
+    tally.pending_bytes += len(document.content or b"")
 
 
 def match_query(record: ParticipantRecord) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
-from ehrfetch.acquire import AcquireContext, acquire_participant
+from ehrfetch.acquire import AcquireContext, acquire_participant, in_store
 from ehrfetch.cohort.records import ParticipantRecord
 from ehrfetch.cohort.selection import rules_from
 from ehrfetch.errors import EhrfetchError, NetworkError
@@ -41,6 +41,7 @@ from ehrfetch.store.participants import housemates, load_records
 from ehrfetch.store.tables import AttemptOutcome, Batch, BatchStatus
 
 log = logging.getLogger(__name__)
+HEARTBEAT_EVERY_S = 5.0
 
 
 @dataclass
@@ -124,16 +125,28 @@ async def run_batch(
                 retrieve=settings.acquire.retrieve_documents,
             )
             gate = asyncio.Semaphore(settings.acquire.participant_concurrency)
+            beat = [clock()]
 
             async def one(member: Member) -> None:
                 async with gate:
                     started = clock()
                     attempt = await _attempt(ctx, member, records, household)
-                    with sessions.begin() as session:
-                        finish_attempt(session, member.attempt_id, attempt, started, clock())
-                        heartbeat(session, batch_id, clock())
+                    pending, calls[:] = calls[:], []
+                    now = clock()
+                    # A heartbeat per participant would be a write per participant; the
+                    # stale threshold is minutes, so one every few seconds says enough.
+                    beating = (now - beat[0]).total_seconds() >= HEARTBEAT_EVERY_S
+                    if beating:
+                        beat[0] = now
+
+                    def finish(session: Session) -> None:
+                        finish_attempt(session, member.attempt_id, attempt, started, now)
+                        record_audit(session, [_audit_row(c, run_id, batch_id) for c in pending])
+                        if beating:
+                            heartbeat(session, batch_id, now)
+
+                    await in_store(ctx, finish)
                     _count(result, attempt)
-                    flush_audit()
 
             async with asyncio.TaskGroup() as group:
                 for member in members:

@@ -519,6 +519,42 @@ def bench_export(
     print_figures("NDJSON export", as_dict(run_export_bench(workdir, resources)), as_json=as_json)
 
 
+@bench_app.command("normalize")
+@handles_errors
+def bench_normalize(
+    seconds: Annotated[
+        float | None,
+        typer.Option(min=0, help="Time budget per input group (default 10; at least 3 rounds)."),
+    ] = None,
+    rounds: Annotated[
+        int | None, typer.Option(min=1, help="Timed rounds per input group, instead of --seconds.")
+    ] = None,
+    bundles: Annotated[int, typer.Option(min=1, help="Synthetic FHIR Bundles.")] = 200,
+    fhir_dir: Annotated[
+        Path | None,
+        typer.Option(help="Read FHIR Bundles (*.json) from here instead.", file_okay=False),
+    ] = None,
+    ccda_dir: Annotated[
+        Path, typer.Option(help="A folder of C-CDA documents (searched recursively).")
+    ] = Path("../shared/ccda-examples"),
+    as_json: JsonOption = False,
+) -> None:
+    """Normalization throughput (FHIR Bundles, C-CDA) against parsing the same bytes."""
+    from ehrfetch.bench.normalize import Budget, as_dict, flat, run_normalize_bench
+    from ehrfetch.errors import InputFileError
+
+    if seconds is not None and rounds is not None:
+        raise typer.BadParameter("give --seconds or --rounds, not both")
+    for folder in (ccda_dir, fhir_dir):
+        if folder is not None and not folder.is_dir():
+            raise InputFileError(folder, "not a folder")
+    result = run_normalize_bench(
+        ccda_dir, budget=Budget(rounds=rounds, seconds=seconds), bundles=bundles, fhir_dir=fhir_dir
+    )
+    figures = as_dict(result)
+    print_figures("Normalization", figures if as_json else flat(figures), as_json=as_json)
+
+
 # --- demo -----------------------------------------------------------------------------
 
 
@@ -561,6 +597,7 @@ def main() -> None:
 
 __all__ = ["app", "main"]
 
+import ehrfetch.cli_bench  # noqa: E402 - registers bench throughput
 import ehrfetch.cli_consents  # noqa: E402 - registers commands
 import ehrfetch.cli_export  # noqa: E402,F401 - registers export, convert
 from ehrfetch import cli_runs  # noqa: E402,F401 - registers run, rerun, status, serve

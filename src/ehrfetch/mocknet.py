@@ -34,6 +34,7 @@ class RunningNetwork:
     base_url: str
     keys: Path
     log: Path
+    pid: int
 
     def settings(self, settings: Settings) -> Settings:
         """``settings`` pointed at this network, with the client key made for it."""
@@ -86,7 +87,7 @@ def running_network(
         )  # fmt: skip
         try:
             asyncio.run(wait_until_ready(f"{base}/healthz", timeout_s=ready_timeout_s))
-            yield RunningNetwork(base, keys, log)
+            yield RunningNetwork(base, keys, log, server.pid)
         finally:
             server.terminate()
             try:

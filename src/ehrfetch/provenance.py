@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -26,7 +27,9 @@ DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
 SHA256_SYSTEM = "urn:ehrfetch:sha256"
 
 
+@cache
 def software() -> str:
+    # Cached: reading package metadata costs more than building the whole Provenance.
     try:
         return f"ehrfetch {version('ehrfetch')}"
     except PackageNotFoundError:  # running from a source tree without installing

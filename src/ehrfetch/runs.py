@@ -140,11 +140,35 @@ def finish_run(sessions: sessionmaker[Session], run_id: int, now: datetime) -> R
 
 
 def batch_settings(settings: Settings, parameters: dict[str, Any]) -> Settings:
-    """``settings`` as the run's parameters want them: a dry run retrieves nothing."""
+    """``settings`` as the run's parameters want them: a dry run retrieves nothing, and a
+    batch in a process of its own paces at its share of the network's rates."""
+    settings = process_share(settings)
     if not parameters.get("dry_run"):
         return settings
     acquire = settings.acquire.model_copy(update={"retrieve_documents": False})
     return settings.model_copy(update={"acquire": acquire})
+
+
+def process_share(settings: Settings) -> Settings:
+    """With batches in processes of their own, each process's share of the rates.
+
+    Batches in threads share one set of buckets (``network.ratelimit``); processes
+    cannot, and the network limits the client as a whole, so each paces at 1/n.
+    """
+    n = settings.orchestration.batch_concurrency
+    if settings.orchestration.task_runner != "processes" or n == 1:
+        return settings
+    network = settings.network
+    shared = network.model_copy(
+        update={
+            "requests_per_second": network.requests_per_second / n,
+            "burst": max(1, network.burst // n),
+            "org_requests_per_second": {
+                org: rate / n for org, rate in network.org_requests_per_second.items()
+            },
+        }
+    )
+    return settings.model_copy(update={"network": shared})
 
 
 async def acquire_batch(

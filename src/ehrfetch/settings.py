@@ -167,6 +167,10 @@ class OrchestrationSettings(_Section):
 
     batch_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
     """Batches of one run acquired at once (each with its own client and connections)."""
+    task_runner: Literal["threads", "processes"] = "threads"
+    """Where those batches run: threads of the flow's process (one core's worth of Python
+    between them) or processes of their own (every core; each process paces itself at
+    ``1/batch_concurrency`` of the network's rates). See docs/benchmarks.md."""
     stale_after_minutes: Annotated[float, Field(ge=0)] = 15.0
     """A running batch without a heartbeat for this long is taken for dead (its process
     was killed) and is run again; keep it well above the slowest participant's time."""

@@ -127,6 +127,26 @@ def test_batch_settings_follow_the_run_parameters() -> None:
     assert SETTINGS.acquire.retrieve_documents is True
 
 
+def test_batches_in_processes_pace_at_their_share_of_the_rates() -> None:
+    settings = Settings.model_validate(
+        {
+            "network": {"requests_per_second": 30.0, "burst": 9,
+                        "org_requests_per_second": {"org-a": 12.0}},
+            "orchestration": {"batch_concurrency": 3, "task_runner": "processes"},
+        }
+    )  # fmt: skip
+    share = runs.batch_settings(settings, {}).network
+    assert (share.requests_per_second, share.burst) == (10.0, 3)
+    assert share.org_requests_per_second == {"org-a": 4.0}
+    # Threads share one set of buckets in the process: no split.
+    threads = settings.model_copy(
+        update={
+            "orchestration": settings.orchestration.model_copy(update={"task_runner": "threads"})
+        }
+    )
+    assert runs.batch_settings(threads, {}) is threads
+
+
 def test_run_status_follows_its_batches(cohort: StoreUnderTest) -> None:
     planned = plan(cohort)
     run_id = planned.run_id or 0

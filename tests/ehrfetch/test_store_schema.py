@@ -18,7 +18,7 @@ from support import StoreUnderTest
 EXPECTED_TABLES = {
     "participant", "participant_name", "participant_address", "consent", "run", "batch",
     "attempt", "organization", "patient_link", "document", "resource", "resource_source",
-    "provenance", "quarantine", "audit",
+    "resource_alias", "provenance", "quarantine", "audit",
 }  # fmt: skip
 
 

@@ -578,9 +578,10 @@ def mock(tmp_path_factory: pytest.TempPathFactory) -> MockNetwork:
 class WithdrawOnSecondDocument(httpx.AsyncBaseTransport):
     """The mock network, and a withdrawal part-way through someone's documents.
 
-    A participant's documents are fetched and stored one after another, so when their
-    second document is requested the first has been stored. The first participant to
-    get that far is withdrawn right then, before the request goes on.
+    A participant's links are stored before their documents are fetched, and the
+    documents are written together once fetched: when their second document is
+    requested, links (and for a large document set, documents) are in the store. The
+    first participant to get that far is withdrawn right then, before the request goes on.
     """
 
     def __init__(self, inner: httpx.AsyncBaseTransport, mock: MockNetwork, db: StoreUnderTest):
@@ -639,8 +640,9 @@ async def test_a_participant_withdrawn_while_their_batch_runs_keeps_nothing(
     )
     target = transport.target
     assert target is not None, "no participant had two documents"
-    assert transport.stored_before is not None and transport.stored_before.documents >= 1
+    assert transport.stored_before is not None and transport.stored_before.links >= 1
     assert transport.result is not None
+    assert transport.result.purge_counts.links == transport.stored_before.links
     assert transport.result.purge_counts.documents == transport.stored_before.documents
 
     with db.sessions() as session:

@@ -63,7 +63,7 @@ from ehrfetch.network.model import (
     Organization,
     OrgMatch,
 )
-from ehrfetch.network.ratelimit import RateLimiters
+from ehrfetch.network.ratelimit import RateLimiters, shared_limiters
 from ehrfetch.network.transport import ERROR_BODY_BYTES, build_client, read_capped
 from ehrfetch.settings import NetworkSettings
 
@@ -161,13 +161,19 @@ class NetworkClient:
         self._clock = clock
         self._wall_clock = wall_clock
         self._policy = retry.build_policy(settings, sleep)
-        self._limiters = RateLimiters(
-            settings.requests_per_second,
-            settings.burst,
-            settings.org_requests_per_second,
-            clock=clock,
-            sleep=sleep,
-        )
+        if sleep is asyncio.sleep and clock is time.monotonic:
+            # Real time: pace with every other client of this process (see ratelimit.py).
+            self._limiters = shared_limiters(
+                settings.requests_per_second, settings.burst, settings.org_requests_per_second
+            )
+        else:
+            self._limiters = RateLimiters(
+                settings.requests_per_second,
+                settings.burst,
+                settings.org_requests_per_second,
+                clock=clock,
+                sleep=sleep,
+            )
         self._directory: list[Organization] | None = None
         self._directory_lock = asyncio.Lock()
 

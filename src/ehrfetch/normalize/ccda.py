@@ -12,8 +12,9 @@ The same contract as :func:`ehrfetch.normalize.fhir_bundle.normalize_bundle`:
 3. each resource gets ``subject``/``patient`` = ``Patient/{research id}``, a dedup key
    (``dedup.py``) and an id derived from it (``fhir_id_for``), and is validated with
    ``fhir.resources.R4B`` — fhir.resources 8.x has no R4 package; R4B is wire-compatible
-   with R4 for every resource type made here. An invalid or unmappable entry is skipped
-   with its reason (never a value from the document); the rest goes on.
+   with R4 for every resource type made here (once per distinct resource in a process:
+   ``validation.py``). An invalid or unmappable entry is skipped with its reason (never a
+   value from the document); the rest goes on.
 
 A nonXMLBody document (embedded or referenced PDF/text) has no entries: it yields no
 resources and is stored as it is by the caller.
@@ -28,7 +29,7 @@ from lxml import etree
 
 from ehrfetch.errors import UnreadableDocument
 from ehrfetch.normalize.ccda_entries import SECTION_KINDS, Outcome, read_section
-from ehrfetch.normalize.ccda_header import check_ccda_patient
+from ehrfetch.normalize.ccda_header import check_ccda_patient_root
 from ehrfetch.normalize.ccda_values import CDA_NS, Narrative, child, q, template_ids
 from ehrfetch.normalize.codes import canonicalize_codings
 from ehrfetch.normalize.dedup import dedup_key
@@ -36,9 +37,9 @@ from ehrfetch.normalize.fhir_bundle import (
     NormalizedDocument,
     NormalizedResource,
     SkippedEntry,
-    _validate,
     fhir_id_for,
 )
+from ehrfetch.normalize.validation import validate_resource
 from ehrfetch.normalize.xml import parse_xml
 
 MAX_CCDA_BYTES = 20 * 1024 * 1024
@@ -75,7 +76,7 @@ def read_ccda(body: bytes, *, research_id: str, patient_id: str | None) -> CcdaR
     """:func:`normalize_ccda`, plus what became of each entry (the coverage benchmark's view)."""
     root = _parse(body)
     if patient_id is not None:
-        check_ccda_patient(body, patient_id)
+        check_ccda_patient_root(root, patient_id)  # the same tree: one parse, not two
     structured = child(root, "component", "structuredBody")
     reading = CcdaReading(NormalizedDocument(), structured=structured is not None)
     if structured is None:
@@ -138,7 +139,7 @@ def _keep(
     key = ""
     if resource is not None:
         key = _finalize(resource, research_id)
-        problem = _validate(resource)
+        problem = validate_resource(resource)
     if resource is None or problem is not None:
         reason = problem or "not mapped"
         reading.document.skipped.append(SkippedEntry(index, rtype, reason))

@@ -71,6 +71,7 @@ REACTION_OBS = f"{_T}.4.9"
 SEVERITY_OBS = f"{_T}.4.8"
 CRITICALITY_OBS = f"{_T}.4.145"
 MEDICATION_ACTIVITY = f"{_T}.4.16"
+MEDICATION_SUPPLY_ORDER = f"{_T}.4.17"
 INDICATION = f"{_T}.4.19"
 RESULT_OBS = f"{_T}.4.2"
 VITAL_SIGN_OBS = f"{_T}.4.27"
@@ -319,6 +320,8 @@ _TIMING_TYPES = {"PIVL_TS", "EIVL_TS", "SXPR_TS"}
 
 def medication(sbadm: etree._Element, nar: Narrative) -> Outcome:
     kind = "medications"
+    if sbadm.get("moodCode") == "INT" and not sbadm.get("nullFlavor"):
+        return medication_request(sbadm, nar)
     if sbadm.get("nullFlavor"):
         return _skip(kind, "MedicationStatement", False, "medication entry says no information",
                      sbadm)  # fmt: skip
@@ -351,6 +354,82 @@ def medication(sbadm: etree._Element, nar: Narrative) -> Outcome:
         res["dosage"] = [dosage]
     return Outcome(kind, "MedicationStatement", is_coded(material), res,
                    source_id=_source_id(sbadm))  # fmt: skip
+
+
+_REQUEST_STATUS = {
+    "active": "active",
+    "completed": "completed",
+    "aborted": "stopped",
+    "suspended": "on-hold",
+    "held": "on-hold",
+    "cancelled": "cancelled",
+    "nullified": "entered-in-error",
+    "new": "draft",
+}
+
+
+def medication_request(sbadm: etree._Element, nar: Narrative) -> Outcome:
+    """A medication activity in intent mood: a medication ordered (or planned), not taken.
+
+    HL7's own examples use INT for "the medication order is currently active", so the
+    intent is ``order``; a ``new`` one (not yet in force) is only a ``plan``. The
+    activity's time is when the regimen is to run: the dosage's bounds, not a time it
+    was taken. ``authoredOn`` is the author's time, of the activity or its supply order.
+    """
+    kind = "medications"
+    material = child(sbadm, "consumable", "manufacturedProduct", "manufacturedMaterial", "code")
+    med = concept(material, nar)
+    if med is None:
+        return _skip(kind, "MedicationRequest", False, "medication has no code or text", sbadm)
+    status_code = _status_code(sbadm) or ""
+    res: dict[str, Any] = {
+        "resourceType": "MedicationRequest",
+        "status": _REQUEST_STATUS.get(status_code, "unknown"),
+        "intent": "plan" if status_code == "new" else "order",
+        "medicationCodeableConcept": med,
+    }
+    if _negated(sbadm):
+        res["doNotPerform"] = True  # an order *not* to give it: never an order to give it
+    authored = _authored(sbadm)
+    if authored:
+        res["authoredOn"] = authored
+    reasons = [c for i in _related(sbadm, INDICATION) if (c := concept(child(i, "value"), nar))]
+    if reasons:
+        res["reasonCode"] = reasons
+    refusals = [c for r in _related(sbadm, REFUSAL_REASON) if (c := concept(child(r, "code"), nar))]
+    if refusals:
+        res["statusReason"] = refusals[0]
+    times = children(sbadm, "effectiveTime")
+    dosage = _dosage(sbadm, times, nar)
+    _bounds_into(dosage, times)
+    if dosage:
+        res["dosageInstruction"] = [dosage]
+    return Outcome(kind, "MedicationRequest", is_coded(material), res,
+                   source_id=_source_id(sbadm))  # fmt: skip
+
+
+def _authored(sbadm: etree._Element) -> str | None:
+    holders = [sbadm, *_related(sbadm, MEDICATION_SUPPLY_ORDER)]
+    for holder in holders:
+        for author in children(holder, "author"):
+            when = time_of(child(author, "time"))
+            if when:
+                return when
+    return None
+
+
+def _bounds_into(dosage: dict[str, Any], times: list[etree._Element]) -> None:
+    """The activity's own time (not its frequency) as the dosage's bounds or its day."""
+    for el in times:
+        if xsi_type(el) in _TIMING_TYPES:
+            continue
+        point, period = effective(el)
+        if point:
+            dosage.setdefault("timing", {})["event"] = [point]
+        elif period:
+            timing = dosage.setdefault("timing", {})
+            timing.setdefault("repeat", {})["boundsPeriod"] = period
+        break
 
 
 def _medication_status(sbadm: etree._Element) -> str:

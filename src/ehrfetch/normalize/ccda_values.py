@@ -49,8 +49,19 @@ _TS = re.compile(
 )
 
 
+# Precompiled: re.fullmatch with a pattern string looks it up in re's cache every call.
+_OID = re.compile(r"[0-2](\.\d+)+")
+_INTEGER = re.compile(r"[+-]?\d+")
+# Clark names ({namespace}local) of every name asked for, built once each: ``child``
+# and ``children`` run tens of times per entry.
+_CLARK: dict[str, str] = {}
+
+
 def q(name: str) -> str:
-    return f"{{{CDA_NS}}}{name}"
+    tag = _CLARK.get(name)
+    if tag is None:
+        tag = _CLARK.setdefault(name, f"{{{CDA_NS}}}{name}")
+    return tag
 
 
 def child(el: etree._Element | None, *path: str) -> etree._Element | None:
@@ -67,9 +78,12 @@ def children(el: etree._Element | None, name: str) -> list[etree._Element]:
     return [] if el is None else list(el.findall(q(name)))
 
 
+_TEMPLATE_ID = f"{{{CDA_NS}}}templateId"
+
+
 def template_ids(el: etree._Element) -> set[str]:
     """The templateId roots (with or without extension: the version does not matter here)."""
-    return {str(t.get("root")) for t in el.findall(q("templateId")) if t.get("root")}
+    return {str(root) for t in el.iterchildren(_TEMPLATE_ID) if (root := t.get("root"))}
 
 
 def is_null(el: etree._Element | None) -> bool:
@@ -92,7 +106,12 @@ def system_uri(oid: str) -> str:
     canonical = canonical_system(oid)
     if canonical != oid:
         return canonical
-    return f"urn:oid:{oid}" if re.fullmatch(r"[0-2](\.\d+)+", oid) else oid
+    return f"urn:oid:{oid}" if _OID.fullmatch(oid) else oid
+
+
+# Only the elements with an ID, found by libxml2 rather than by visiting every element
+# in Python (a CCD has thousands).
+_WITH_ID = etree.XPath("//*[@ID]")
 
 
 class Narrative:
@@ -100,9 +119,10 @@ class Narrative:
 
     def __init__(self, root: etree._Element) -> None:
         self._by_id: dict[str, etree._Element] = {}
-        for el in root.iter():
-            if isinstance(el.tag, str) and el.get("ID"):
-                self._by_id.setdefault(str(el.get("ID")), el)
+        for el in _WITH_ID(root):  # in document order, as iter() was: the first ID wins
+            ident = el.get("ID")
+            if ident:
+                self._by_id.setdefault(str(ident), el)
 
     def text_of(self, el: etree._Element | None) -> str | None:
         """Inline text of an ED/originalText, or the narrative element it references."""
@@ -220,7 +240,7 @@ def quantity(el: etree._Element | None) -> dict[str, Any] | None:
 
 
 def _number(raw: str, number: float) -> int | float:
-    return int(number) if re.fullmatch(r"[+-]?\d+", raw.strip()) else number
+    return int(number) if _INTEGER.fullmatch(raw.strip()) else number
 
 
 def xsi_type(el: etree._Element) -> str:

@@ -7,6 +7,7 @@ canonicalized before dedup keys are built. C-CDA (a later reader) uses the OIDs.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 SNOMED = "http://snomed.info/sct"
@@ -65,7 +66,10 @@ _ALIASES: dict[str, str] = {
 PREFERENCE: tuple[str, ...] = (LOINC, SNOMED, RXNORM, CVX, ICD10CM, CPT, HCPCS, NDC, ICD9CM)
 
 
+@lru_cache(maxsize=4096)
 def canonical_system(system: str) -> str:
+    # Cached: a few dozen distinct spellings recur in every Coding of every document;
+    # bounded, so a site sending endless distinct systems costs only a cache miss each.
     value = system.strip()
     lowered = value.lower().rstrip("/")
     if lowered.startswith("urn:oid:"):
@@ -80,14 +84,30 @@ def canonical_system(system: str) -> str:
 def canonicalize_codings(node: Any) -> None:
     """Rewrite every ``system`` of a Coding (and Quantity) in place, recursively."""
     if isinstance(node, dict):
-        system = node.get("system")
-        if isinstance(system, str) and ("code" in node or "value" in node):
-            node["system"] = canonical_system(system)
-        for value in node.values():
-            canonicalize_codings(value)
+        _canonicalize_object(node)
     elif isinstance(node, list):
-        for item in node:
-            canonicalize_codings(item)
+        _canonicalize_array(node)
+
+
+# The walk runs over every element of every resource: the two helpers recurse only into
+# containers, so a string or number costs one type check, not a call.
+def _canonicalize_object(node: dict[str, Any]) -> None:
+    system = node.get("system")
+    if isinstance(system, str) and ("code" in node or "value" in node):
+        node["system"] = canonical_system(system)
+    for value in node.values():
+        if isinstance(value, dict):
+            _canonicalize_object(value)
+        elif isinstance(value, list):
+            _canonicalize_array(value)
+
+
+def _canonicalize_array(node: list[Any]) -> None:
+    for item in node:
+        if isinstance(item, dict):
+            _canonicalize_object(item)
+        elif isinstance(item, list):
+            _canonicalize_array(item)
 
 
 def preferred_coding(concept: Any) -> tuple[str, str] | None:

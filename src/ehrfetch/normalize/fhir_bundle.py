@@ -15,23 +15,22 @@ what other sites sent. So each clinical resource is:
    (narratives routinely repeat the patient's name and address);
 5. validated with ``fhir.resources.R4B`` (fhir.resources 8.x has no R4 package; R4B is
    wire-compatible with R4 for every resource type kept here). An invalid resource is
-   skipped with its reason; the rest of the document goes on.
+   skipped with its reason; the rest of the document goes on. A resource identical to
+   one already found valid in this process is not validated again (``validation.py``).
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
 
 from ehrfetch.errors import UnreadableDocument, WrongPatientError
 from ehrfetch.normalize.codes import canonicalize_codings
 from ehrfetch.normalize.dedup import dedup_key
+from ehrfetch.normalize.validation import validate_resource
 
 CLINICAL_TYPES = frozenset(
     {
@@ -91,7 +90,7 @@ def normalize_bundle(
     patient_refs = _patient_references(entries, patient_id)
 
     document = NormalizedDocument()
-    kept: list[tuple[int, str, dict[str, Any], str | None]] = []
+    kept: list[tuple[int, str, str, dict[str, Any], str | None]] = []
     new_refs: dict[str, str] = {}
     for index, entry in enumerate(entries):
         resource = entry.get("resource")
@@ -102,22 +101,27 @@ def normalize_bundle(
         if kind == "Patient" or kind not in CLINICAL_TYPES:
             continue
         _check_subject(resource, patient_refs, index)
-        work = copy.deepcopy(resource)
-        canonicalize_codings(work)
-        key = dedup_key(work)
-        fhir_id = fhir_id_for(research_id, kind, key)
         source_id = resource.get("id") if isinstance(resource.get("id"), str) else None
+        # In place: ``bundle`` is this function's own parse of ``body``, seen by no one
+        # else, so there is nothing to copy it for. The key is built from the canonical
+        # codes but *before* re-pointing (a Medication reference not kept must still
+        # key by its display, not by the placeholder re-pointing leaves).
+        canonicalize_codings(resource)
+        key = dedup_key(resource)
+        fhir_id = fhir_id_for(research_id, kind, key)
         for alias in _aliases(entry, kind, source_id):
             new_refs[alias] = f"{kind}/{fhir_id}"
-        kept.append((index, key, work, source_id))
+        kept.append((index, key, fhir_id, resource, source_id))
 
     seen: set[tuple[str, str]] = set()
-    for index, key, work, source_id in kept:
+    repoint = _Repointer(research_id, new_refs, patient_refs)
+    for index, key, fhir_id, work, source_id in kept:
         kind = work["resourceType"]
         if (kind, key) in seen:
             continue  # the same fact twice in one document
-        final = _repoint(work, research_id, new_refs, patient_refs)
-        final["id"] = fhir_id_for(research_id, kind, key)
+        # The one copy: the stored body shares nothing with the parsed Bundle.
+        final = repoint.resource(work)
+        final["id"] = fhir_id
         problem = _validate(final)
         if problem is not None:
             document.skipped.append(SkippedEntry(index, kind, problem))
@@ -192,39 +196,60 @@ def _check_subject(resource: dict[str, Any], patient_refs: set[str], index: int)
                     )
 
 
-def _repoint(node: Any, research_id: str, new_refs: dict[str, str], patient_refs: set[str]) -> Any:
-    if isinstance(node, list):
-        return [_repoint(item, research_id, new_refs, patient_refs) for item in node]
-    if not isinstance(node, dict):
+class _Repointer:
+    """Copies a resource re-pointed to the participant, without ``meta`` and ``text``.
+
+    One recursive copy of the canonicalized resource (a ``Reference`` is any object with
+    a string ``reference``), the single place a stored body is built.
+    """
+
+    __slots__ = ("_new_refs", "_patient", "_patient_refs")
+
+    def __init__(self, research_id: str, new_refs: dict[str, str], patient_refs: set[str]) -> None:
+        self._patient = f"Patient/{research_id}"
+        self._new_refs = new_refs
+        self._patient_refs = patient_refs
+
+    def resource(self, resource: dict[str, Any]) -> dict[str, Any]:
+        return self._object(resource)
+
+    def _node(self, node: Any) -> Any:
+        if isinstance(node, dict):
+            return self._object(node)
+        if isinstance(node, list):
+            return [self._node(item) for item in node]
         return node
-    out: dict[str, Any] = {}
-    for name, value in node.items():
-        if name in ("meta", "text") and "resourceType" in node:
-            continue
-        if name == "reference" and isinstance(value, str):
-            continue  # handled below, with the rest of the Reference
-        out[name] = _repoint(value, research_id, new_refs, patient_refs)
-    reference = node.get("reference")
-    if isinstance(reference, str):
+
+    def _object(self, node: dict[str, Any]) -> dict[str, Any]:
+        # A resource (a contained one too) sheds the site's meta and narrative.
+        strip = "resourceType" in node
+        reference = node.get("reference")
+        if not isinstance(reference, str):
+            reference = None
+        out: dict[str, Any] = {}
+        for name, value in node.items():
+            if strip and (name == "meta" or name == "text"):
+                continue
+            if reference is not None and name == "reference":
+                continue  # handled below, with the rest of the Reference
+            if isinstance(value, dict):
+                out[name] = self._object(value)
+            elif isinstance(value, list):
+                out[name] = [self._node(item) for item in value]
+            else:
+                out[name] = value
+        if reference is None:
+            return out
         tail = "/".join(reference.rstrip("/").split("/")[-2:])
-        if reference in patient_refs or tail in patient_refs:
-            return {"reference": f"Patient/{research_id}"}
-        target = new_refs.get(reference) or new_refs.get(tail)
+        if reference in self._patient_refs or tail in self._patient_refs:
+            return {"reference": self._patient}
+        target = self._new_refs.get(reference) or self._new_refs.get(tail)
         if target is not None:
             out["reference"] = target
         elif "display" not in out:
             return {"display": f"(not kept: {tail.split('/')[0]})"}
-    return out
+        return out
 
 
-def _validate(resource: dict[str, Any]) -> str | None:
-    model = get_fhir_model_class(resource["resourceType"])
-    try:
-        model.model_validate(resource)
-    except ValidationError as exc:
-        # loc and msg only: the input value may be anything the site wrote.
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        return f"invalid FHIR at {where}: {first['msg']}{more}"
-    return None
+_validate = validate_resource
+"""Kept under its old name: ``ccda.py`` and older callers import it from here."""

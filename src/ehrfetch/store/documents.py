@@ -14,10 +14,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ehrfetch.store.cohort import CohortRules
+from ehrfetch.store.merge import Resolution, resolve
 from ehrfetch.store.purge import consent_gate
 from ehrfetch.store.tables import (
     Document,
@@ -25,6 +27,7 @@ from ehrfetch.store.tables import (
     Provenance,
     Quarantine,
     Resource,
+    ResourceAlias,
     ResourceSource,
     table_of,
 )
@@ -93,69 +96,89 @@ def save_document(
     provenance: Callable[[Sequence[tuple[str, str]]], tuple[str, dict[str, Any]]],
     rules: CohortRules,
     now: datetime,
+    *,
+    consent_checked: bool = False,
 ) -> SaveResult:
     """Store a document, its resources, lineage and Provenance — or nothing.
 
-    ``provenance`` builds (fhir id, body) from the (type, id) targets, so the Provenance
-    lists exactly what this document contributed, merged facts included.
+    ``consent_checked``: the caller took :func:`consent_gate` in this transaction
+    already (one participant's documents written together need it once).
+
+    Each resource is stored once per fact (``store/merge.py``, docs/dedup.md): one the
+    participant already has — sent by another site, possibly coded in another
+    terminology — gains this document as a source and keeps its stored body.
+    ``provenance`` builds (fhir id, body) from the (type, id) targets as stored, so the
+    Provenance lists exactly what this document contributed, merged facts included,
+    under the ids the export writes them with.
     """
-    if not consent_active(session, document.participant_id, rules):
+    if not consent_checked and not consent_active(session, document.participant_id, rules):
         return SaveResult(SaveOutcome.CONSENT_WITHDRAWN)
     existing = _document_id(session, document)
     if existing is not None:
         return SaveResult(SaveOutcome.ALREADY_STORED, existing)
-    doc = Document(**_document_fields(document), status=DocumentStatus.STORED, fetched_at=now)
-    session.add(doc)
-    session.flush()
-
-    keys = [(r.resource_type, r.dedup_key) for r in resources]
-    before = _resource_ids(session, document.participant_id, keys)
-    insert_missing(
-        session,
-        table_of(Resource),
-        [
-            {
-                "participant_id": document.participant_id,
-                "resource_type": r.resource_type,
-                "fhir_id": r.fhir_id,
-                "dedup_key": r.dedup_key,
-                "body": r.body,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for r in resources
-        ],
-        ["participant_id", "resource_type", "dedup_key"],
+    # Core inserts, not ORM objects: this runs for every document of every participant,
+    # and the unit of work's flush was a large share of the store's time per document.
+    doc_id = _insert_document(
+        session, {**_document_fields(document), "status": DocumentStatus.STORED, "fetched_at": now}
     )
-    ids = _resource_ids(session, document.participant_id, keys)
+
+    merged = resolve(session, document.participant_id, resources)
+    ids = _insert_new(session, document.participant_id, merged, now)
+    for group in merged.new:
+        group.resource_id = ids[(group.resource_type, group.dedup_key)]
+    lineage: dict[int, dict[str, Any]] = {}
+    for group, r in zip(merged.groups, resources, strict=True):
+        assert group.resource_id is not None
+        # One row per stored resource: a fact twice in this document (two codings of
+        # it) keeps the first entry's id in the document as its source.
+        lineage.setdefault(
+            group.resource_id,
+            {
+                "resource_id": group.resource_id,
+                "document_id": doc_id,
+                "source_resource_id": r.source_id,
+                "created_at": now,
+            },
+        )
     insert_missing(
         session,
         table_of(ResourceSource),
-        [
-            {
-                "resource_id": ids[(r.resource_type, r.dedup_key)],
-                "document_id": doc.id,
-                "source_resource_id": r.source_id,
-                "created_at": now,
-            }
-            for r in resources
-        ],
+        list(lineage.values()),
         ["resource_id", "document_id"],
     )
-    targets = [(r.resource_type, r.fhir_id) for r in resources]
-    fhir_id, body = provenance(targets)
-    session.add(
-        Provenance(
-            participant_id=document.participant_id,
-            document_id=doc.id,
-            fhir_id=fhir_id,
-            body=body,
-            recorded_at=now,
-        )
+    insert_missing(
+        session,
+        table_of(ResourceAlias),
+        [
+            {
+                "participant_id": document.participant_id,
+                "resource_type": group.resource_type,
+                "alias_key": alias,
+                "resource_id": group.resource_id,
+                "system": system,
+                "code": code,
+            }
+            for group, alias, (system, code) in merged.aliases
+        ],
+        ["participant_id", "resource_type", "alias_key", "resource_id"],
     )
-    session.flush()
+    # The ids as stored: a fact merged into one another site sent first is that one.
+    targets = list(dict.fromkeys((g.resource_type, g.fhir_id) for g in merged.groups))
+    fhir_id, body = provenance(targets)
+    session.execute(
+        insert(table_of(Provenance)),
+        [
+            {
+                "participant_id": document.participant_id,
+                "document_id": doc_id,
+                "fhir_id": fhir_id,
+                "body": body,
+                "recorded_at": now,
+            }
+        ],
+    )
     return SaveResult(
-        SaveOutcome.STORED, doc.id, resources=len(ids), new_resources=len(ids) - len(before)
+        SaveOutcome.STORED, doc_id, resources=len(lineage), new_resources=len(merged.new)
     )
 
 
@@ -168,13 +191,18 @@ def quarantine_document(
     now: datetime,
     keep_content: bool = False,
     rules: CohortRules | None = None,
+    consent_checked: bool = False,
 ) -> int | None:
     """Record a refused document (and why), once; its bytes only if ``keep_content``.
 
     A document about another patient is never kept: it is a stranger's record. With
     ``rules``, nothing is recorded (None) once the participant's consent is withdrawn.
     """
-    if rules is not None and not consent_active(session, document.participant_id, rules):
+    if (
+        rules is not None
+        and not consent_checked
+        and not consent_active(session, document.participant_id, rules)
+    ):
         return None
     existing = _document_id(session, document)
     if existing is not None:
@@ -199,6 +227,11 @@ def quarantine_document(
         )
     )
     return doc.id
+
+
+def _insert_document(session: Session, fields: dict[str, Any]) -> int:
+    table = table_of(Document)
+    return int(session.execute(insert(table).values(fields).returning(table.c.id)).scalar_one())
 
 
 def _document_fields(document: FetchedDocument) -> dict[str, Any]:
@@ -228,15 +261,65 @@ def _document_id(session: Session, document: FetchedDocument) -> int | None:
     ).first()
 
 
-def _resource_ids(
-    session: Session, participant_id: int, keys: Sequence[tuple[str, str]]
+def _insert_new(
+    session: Session, participant_id: int, merged: Resolution, now: datetime
 ) -> dict[tuple[str, str], int]:
-    if not keys:
+    """Insert the new resources; their row ids by (type, dedup key).
+
+    RETURNING hands the ids back with the insert (one round trip, batched into
+    multi-row VALUES on both databases) instead of a query after it. No conflict is
+    possible: the participant's row is locked (``consent_gate``) and ``resolve`` found
+    none of these keys stored.
+    """
+    if not merged.new:
         return {}
+    table = table_of(Resource)
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    statement = (
+        module.insert(table)
+        .on_conflict_do_nothing(index_elements=["participant_id", "resource_type", "dedup_key"])
+        .returning(table.c.resource_type, table.c.dedup_key, table.c.id)
+    )
     rows = session.execute(
-        select(Resource.resource_type, Resource.dedup_key, Resource.id).where(
-            Resource.participant_id == participant_id,
-            tuple_(Resource.resource_type, Resource.dedup_key).in_(list(set(keys))),
-        )
+        statement,
+        [
+            {
+                "participant_id": participant_id,
+                "resource_type": group.resource_type,
+                "fhir_id": group.fhir_id,
+                "dedup_key": group.dedup_key,
+                "body": _renamed(group.body, merged.renamed),
+                "created_at": now,
+                "updated_at": now,
+            }
+            for group in merged.new
+        ],
     )
     return {(kind, key): rid for kind, key, rid in rows}
+
+
+def _renamed(body: dict[str, Any] | None, renamed: dict[str, str]) -> dict[str, Any]:
+    """The body with references to resources merged under another id pointed at it.
+
+    An Encounter's diagnosis naming this document's Condition must name the Condition
+    as stored, when that is the one another site sent first.
+    """
+    assert body is not None
+    if not renamed:
+        return body
+    result = _repoint(body, renamed)
+    assert isinstance(result, dict)
+    return result
+
+
+def _repoint(node: Any, renamed: dict[str, str]) -> Any:
+    if isinstance(node, list):
+        return [_repoint(item, renamed) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {name: _repoint(value, renamed) for name, value in node.items()}
+    reference = out.get("reference")
+    if isinstance(reference, str) and reference in renamed:
+        out["reference"] = renamed[reference]
+    return out

@@ -20,8 +20,9 @@ in the write transaction at all; a no-op write takes the single writer's lock fi
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -29,6 +30,7 @@ from sqlalchemy import (
     CursorResult,
     Delete,
     Select,
+    bindparam,
     delete,
     func,
     or_,
@@ -52,7 +54,9 @@ from ehrfetch.store.tables import (
     Provenance,
     Quarantine,
     Resource,
+    ResourceAlias,
     ResourceSource,
+    table_of,
 )
 
 AUDIT_OPERATION_WITHDRAW = "withdraw"
@@ -86,14 +90,38 @@ def consent_gate(session: Session, participant_id: int, rules: CohortRules) -> b
     and store nothing when it says False. The check is its own statement after the lock
     (see the module docstring) so it sees a withdrawal that committed while it waited.
     """
-    if lock_participant(session, Participant.id == participant_id) is None:
+    # Prepared once per process (Core, bound parameters): the gate runs for every
+    # write of every participant, and building and compiling ORM statements each time
+    # was a fifth of the pipeline's CPU (docs/benchmarks.md, the throughput profile).
+    lock = _LOCK_BY_ID[session.get_bind().dialect.name == "sqlite"]
+    if session.execute(lock, {"pid": participant_id}).first() is None:
         return False
-    found = session.execute(
-        select(Participant.id).where(
-            Participant.id == participant_id, consent_in_force(rules, ConsentStatus.ACTIVE)
-        )
-    ).first()
-    return found is not None
+    return consent_in_force_now(session, participant_id, rules)
+
+
+def consent_in_force_now(session: Session, participant_id: int, rules: CohortRules) -> bool:
+    """Whether the participant's consent is in force, without a lock: enough to decide
+    whether to ask the network at all; every write re-checks through :func:`consent_gate`."""
+    check = _consent_check(rules.consent_type)
+    return session.execute(check, {"pid": participant_id}).first() is not None
+
+
+_PARTICIPANT = table_of(Participant)
+_LOCK_BY_ID = {
+    True: update(_PARTICIPANT)
+    .where(_PARTICIPANT.c.id == bindparam("pid"))
+    .values(id=_PARTICIPANT.c.id)
+    .returning(_PARTICIPANT.c.id),
+    False: select(_PARTICIPANT.c.id).where(_PARTICIPANT.c.id == bindparam("pid")).with_for_update(),
+}
+
+
+@cache
+def _consent_check(consent_type: str) -> Select[int]:
+    rules = CohortRules(consent_type=consent_type, now=datetime.min, no_match_retry=timedelta(0))
+    return select(Participant.id).where(
+        Participant.id == bindparam("pid"), consent_in_force(rules, ConsentStatus.ACTIVE)
+    )
 
 
 class ConsentChange(StrEnum):
@@ -319,6 +347,9 @@ def _purge(session: Session, pid: int, now: datetime) -> PurgeCounts:
             or_(Quarantine.participant_id == pid, Quarantine.document_id.in_(docs))
         ),
     )
+    # Aliases are an index of the resources, not data of their own: deleted with them
+    # (explicitly, so the cascade has nothing to look up) and not counted.
+    _delete(session, delete(ResourceAlias).where(ResourceAlias.participant_id == pid))
     resource_count = _delete(session, delete(Resource).where(Resource.participant_id == pid))
     documents = _delete(session, delete(Document).where(Document.participant_id == pid))
     links = _delete(session, delete(PatientLink).where(PatientLink.participant_id == pid))

@@ -387,6 +387,41 @@ class ResourceSource(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class ResourceAlias(Base):
+    """One (system, code) a stored resource's concept was sent with, by any source.
+
+    ``dedup_key`` names a fact by its most specific code, so the same fact coded in
+    another terminology (ICD-10-CM alone at one site, SNOMED CT with an ICD-10-CM
+    translation at another) has another key. Each row is an alias key — the key's other
+    parts plus this one coding (``normalize.dedup.fact_of``) — under which the resource
+    can be found, and the rows of a resource together are every coding any of its
+    sources gave it, which is what a candidate is checked against before a merge
+    (``normalize.dedup.same_concept``). Several resources may share an alias key (one
+    ICD-10-CM code for two SNOMED CT concepts): the key is a lookup, not a constraint.
+    A resource only ever coded with one coding has no rows: its ``dedup_key`` is that
+    coding's alias key (``store/merge.py``).
+    """
+
+    __tablename__ = "resource_alias"
+
+    # No foreign key to participant: the one to resource already deletes these rows
+    # with the participant's resources, and each key checked is a lookup per row
+    # written, on the path every document takes.
+    participant_id: Mapped[int] = mapped_column(Id, primary_key=True)
+    resource_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alias_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource_id: Mapped[int] = mapped_column(
+        # Indexed: deleting a resource looks its aliases up by it (the ON DELETE).
+        ForeignKey("resource.id", ondelete="CASCADE"),
+        primary_key=True,
+        index=True,
+    )
+    # Text, not String(n): a site's code is whatever it sent, and an over-long one
+    # must not fail the document's transaction on PostgreSQL.
+    system: Mapped[str] = mapped_column(Text)
+    code: Mapped[str] = mapped_column(Text)
+
+
 class Provenance(Base):
     """The FHIR Provenance of what was derived from one document."""
 

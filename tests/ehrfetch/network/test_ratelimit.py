@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
 from ehrfetch.network import RateLimiters, TokenBucket
+from ehrfetch.network.ratelimit import shared_limiters
 
 
 class Clock:
@@ -76,3 +78,29 @@ def test_bucket_refuses_nonsense() -> None:
         TokenBucket(0.0)
     with pytest.raises(ValueError, match="burst"):
         TokenBucket(1.0, 0)
+
+
+def test_threads_taking_slots_at_once_never_share_one() -> None:
+    # Batches in threads pace through one bucket: every slot must go to exactly one taker.
+    clock = Clock()
+    bucket = TokenBucket(1000.0, 1, clock=clock, sleep=clock.sleep)
+    waits: list[float] = []
+
+    def take(n: int) -> None:
+        waits.extend(bucket.reserve() for _ in range(n))
+
+    workers = [threading.Thread(target=take, args=(2000,)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    # The clock stands still, so slot k is k/rate ahead: 8,000 distinct slots.
+    assert sorted(round(w * 1000) for w in waits) == list(range(8000))
+
+
+def test_clients_of_one_process_share_their_buckets() -> None:
+    one = shared_limiters(7.0, 3, {"org-a": 2.0})
+    assert shared_limiters(7.0, 3, {"org-a": 2.0}) is one
+    assert one.bucket("org-a") is shared_limiters(7.0, 3, {"org-a": 2.0}).bucket("org-a")
+    assert one.bucket("org-a").rate == 2.0 and one.bucket("other").rate == 7.0
+    assert shared_limiters(8.0, 3) is not one

@@ -202,6 +202,100 @@ def test_refused_medication_is_not_taken() -> None:
     assert ms["status"] == "not-taken"
 
 
+def ordered(
+    status: str = "active", negated: bool = False, author: str = "", supply: str = ""
+) -> str:
+    """A medication activity in intent mood: a prescription."""
+    neg = ' negationInd="true"' if negated else ""
+    return (
+        f'<entry><substanceAdministration classCode="SBADM" moodCode="INT"{neg}>'
+        f'<templateId root="{T}.4.16" extension="2014-06-09"/><id root="1.2.3" extension="rx1"/>'
+        f'<statusCode code="{status}"/>'
+        '<effectiveTime xsi:type="IVL_TS"><low value="20200301"/><high value="20200331"/>'
+        '</effectiveTime><effectiveTime xsi:type="PIVL_TS" institutionSpecified="true" '
+        'operator="A"><period value="8" unit="h"/></effectiveTime>'
+        '<routeCode code="C38288" codeSystem="2.16.840.1.113883.3.26.1.1"/>'
+        '<doseQuantity value="500" unit="mg"/><consumable><manufacturedProduct>'
+        f'<templateId root="{T}.4.23"/><manufacturedMaterial>'
+        '<code code="308191" codeSystem="2.16.840.1.113883.6.88" displayName="Amoxicillin 500">'
+        '<translation code="0093-3109-01" codeSystem="2.16.840.1.113883.6.69"/></code>'
+        f"</manufacturedMaterial></manufacturedProduct></consumable>{author}"
+        '<entryRelationship typeCode="RSON"><observation classCode="OBS" moodCode="EVN">'
+        f'<templateId root="{T}.4.19"/><code code="75321-0" codeSystem="2.16.840.1.113883.6.1"/>'
+        f'<value xsi:type="CD" code="43878008" codeSystem="{SNOMED_OID}"/></observation>'
+        f"</entryRelationship>{supply}</substanceAdministration></entry>"
+    )
+
+
+AUTHOR = (
+    '<author><time value="20200301101500-0500"/><assignedAuthor><id root="9"/></assignedAuthor>'
+    "</author>"
+)
+
+
+def test_intended_medication_is_a_request_not_a_statement() -> None:
+    body = doc(section("2.1.1", ordered(author=AUTHOR)))
+    assert resources(body, "MedicationStatement") == []
+    (mr,) = resources(body, "MedicationRequest")
+    assert (mr["status"], mr["intent"]) == ("active", "order")
+    assert mr["medicationCodeableConcept"]["coding"] == [
+        {"code": "308191", "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+         "display": "Amoxicillin 500"},
+        {"code": "0093-3109-01", "system": "http://hl7.org/fhir/sid/ndc"},
+    ]  # fmt: skip
+    assert mr["authoredOn"] == "2020-03-01T10:15:00-05:00"
+    assert mr["subject"] == {"reference": "Patient/R-1"}
+    assert mr["reasonCode"][0]["coding"][0]["code"] == "43878008"
+    (dosage,) = mr["dosageInstruction"]
+    assert dosage["doseAndRate"] == [
+        {"doseQuantity": {"value": 500, "unit": "mg", "system": "http://unitsofmeasure.org",
+                          "code": "mg"}}
+    ]  # fmt: skip
+    assert dosage["route"]["coding"][0]["code"] == "C38288"
+    assert dosage["timing"] == {
+        "repeat": {
+            "period": 8,
+            "periodUnit": "h",
+            "boundsPeriod": {"start": "2020-03-01", "end": "2020-03-31"},
+        }
+    }
+    assert "dosage" not in mr and "effectivePeriod" not in mr  # MedicationStatement's fields
+
+
+def test_order_status_and_plan() -> None:
+    def request(**kw: Any) -> dict[str, Any]:
+        (mr,) = resources(doc(section("2.1.1", ordered(**kw))), "MedicationRequest")
+        return mr
+
+    assert (request(status="completed")["status"], request()["intent"]) == ("completed", "order")
+    assert (request(status="aborted")["status"], request(status="nullified")["status"]) == (
+        "stopped",
+        "entered-in-error",
+    )
+    assert (request(status="new")["status"], request(status="new")["intent"]) == ("draft", "plan")
+    assert request(negated=True)["doNotPerform"] is True
+    assert "authoredOn" not in request()
+
+
+def test_order_authored_on_from_its_supply_order() -> None:
+    supply = (
+        '<entryRelationship typeCode="REFR"><supply classCode="SPLY" moodCode="INT">'
+        f'<templateId root="{T}.4.17"/><statusCode code="completed"/>'
+        '<author><time value="20200228"/><assignedAuthor><id root="9"/></assignedAuthor></author>'
+        "</supply></entryRelationship>"
+    )
+    (mr,) = resources(doc(section("2.1.1", ordered(supply=supply))), "MedicationRequest")
+    assert mr["authoredOn"] == "2020-02-28"
+
+
+def test_the_same_order_twice_is_one_and_another_day_is_another() -> None:
+    twice = doc(section("2.1.1", ordered(author=AUTHOR) + ordered(author=AUTHOR)))
+    assert len(resources(twice, "MedicationRequest")) == 1
+    later = AUTHOR.replace("20200301101500", "20200401101500")
+    two = doc(section("2.1.1", ordered(author=AUTHOR) + ordered(author=later)))
+    assert len(resources(two, "MedicationRequest")) == 2
+
+
 # -- results, vital signs, social history -----------------------------------------------------
 
 

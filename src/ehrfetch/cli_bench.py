@@ -1,0 +1,93 @@
+"""``ehrfetch bench throughput``: registered on the ``bench`` group by ``ehrfetch.cli``."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+import orjson
+import typer
+
+from ehrfetch.cli import JsonOption, _ctx, bench_app, handles_errors, out, print_figures
+
+
+@bench_app.command("throughput")
+@handles_errors
+def bench_throughput(
+    ctx: typer.Context,
+    participants: Annotated[int, typer.Option(min=10, help="Roster size N.")] = 30_000,
+    organizations: Annotated[int, typer.Option(min=1, max=10, help="Member organizations K.")] = 5,
+    profile: Annotated[
+        Literal["lan", "wan"],
+        typer.Option(help="lan: no delay, no limit; wan: 200-800 ms and a rate per org."),
+    ] = "lan",
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write every figure as JSON here.", dir_okay=False)
+    ] = None,
+    record: Annotated[
+        Path | None,
+        typer.Option(help="Append the figures as a Markdown section to this file.", dir_okay=False),
+    ] = Path("docs/benchmarks.md"),
+    no_record: Annotated[
+        bool, typer.Option("--no-record", help="Do not append to any Markdown file.")
+    ] = False,
+    limit_seconds: Annotated[
+        float, typer.Option(min=1, help="How long the plain client measures the HTTP limit.")
+    ] = 20.0,
+    workdir: Annotated[
+        Path, typer.Option(help="Folder for the network, roster, store and logs.", file_okay=False)
+    ] = Path(".bench/throughput"),
+    store_url: Annotated[
+        str | None,
+        typer.Option(help="Store to use instead of a fresh SQLite file (it must be empty)."),
+    ] = None,
+    profile_to: Annotated[
+        Path | None,
+        typer.Option(
+            "--profile-to",
+            help="Sample the pipeline with py-spy into this file (collapsed stacks).",
+            dir_okay=False,
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The whole acquisition (`ehrfetch run`, Prefect included) against the mock network,
+    with the HTTP and validation limits measured in the same run."""
+    from ehrfetch.bench.throughput import as_dict, markdown, run_throughput_bench
+
+    command = "ehrfetch " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    result = run_throughput_bench(
+        _ctx(ctx).settings,
+        workdir,
+        participants=participants,
+        organizations=organizations,
+        profile_name=profile,
+        command=command,
+        limit_seconds=limit_seconds,
+        store_url=store_url,
+        profile_to=profile_to,
+    )
+    figures = as_dict(result)
+    if out_file is not None:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+    if record is not None and not no_record:
+        with record.open("a") as fh:
+            fh.write("\n" + markdown(result))
+    flat = {
+        f"{group}.{key}" if isinstance(values, dict) else group: value
+        for group, values in figures.items()
+        for key, value in (values.items() if isinstance(values, dict) else [(group, values)])
+        if not isinstance(value, dict)
+    }
+    print_figures("Throughput", figures if as_json else flat, as_json=as_json)
+    if profile_to is not None and profile_to.exists():
+        from ehrfetch.bench.throughput import top_of_profile
+
+        out.print("top of the profile (share of samples on top of the stack):")
+        for frame, share in top_of_profile(profile_to):
+            out.print(f"  {100 * share:5.1f} %  {frame}", markup=False, highlight=False)
+    if result.pipeline.get("exit_code") not in (0, None):
+        out.print("[yellow]the pipeline finished with failed participants (exit 1)[/]")

@@ -1,0 +1,107 @@
+"""``ehrfetch bench throughput`` runs end to end and reports every figure (not how fast).
+
+It starts the mock network and the pipeline (``ehrfetch run``, a temporary Prefect
+server) as processes of their own on 127.0.0.1, like an operator's run: about a minute.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from ehrfetch.bench.throughput import PROFILES, TreePeak, network_config, top_of_profile
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str, str]:
+    work = tmp_path_factory.mktemp("throughput")
+    record = work / "benchmarks.md"
+    record.write_text("# Benchmarks\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EHRFETCH__", "PREFECT_"))}
+    ehrfetch = str(Path(sys.executable).parent / "ehrfetch")
+    done = subprocess.run(
+        [ehrfetch, "bench", "throughput", "--participants", "200", "--limit-seconds", "2",
+         "--workdir", str(work / "run"), "--out", str(work / "out.json"), "--record", str(record)],
+        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return orjson.loads((work / "out.json").read_bytes()), record.read_text(), done.stdout
+
+
+def test_every_figure_is_reported(bench: tuple[dict[str, Any], str, str]) -> None:
+    figures, _, _ = bench
+    pipeline, requests = figures["pipeline"], figures["requests"]
+    assert figures["participants"] == 200 and figures["organizations"] == 5
+    assert pipeline["exit_code"] in (0, 1)
+    assert pipeline["participants_done"] == 200
+    assert pipeline["participants_per_s"] > 0
+    # Every participant was looked up at every organization: at least 5 $match each.
+    assert requests["per_s_by_kind"].keys() >= {"match", "search", "binary"}
+    assert requests["total"] >= 5 * 200
+    assert pipeline["calls_by_operation"]["match"] == 5 * 200
+    for operation in ("match", "search_documents", "fetch_document"):
+        assert 0 < pipeline["latency_ms_p50"][operation] <= pipeline["latency_ms_p99"][operation]
+    assert 0 <= requests["share_429"] < 1
+    assert requests["client_cpu_ms_per_request"] > 0
+    assert pipeline["documents_stored"] > 0 and pipeline["documents_per_s"] > 0
+    assert pipeline["resources_derived"] >= pipeline["resources_distinct"] > 0
+    assert pipeline["resources_per_s"] > 0
+    assert pipeline["peak_rss_mb"] > 0 and pipeline["tree_peak_rss_mb"] > 0
+    assert figures["network"]["peak_rss_mb"] > 0
+    assert pipeline["store_bytes"] > 0
+    # The limits, measured in the same run, and the ratios to them.
+    assert figures["http_limit"]["requests"] > 0 and figures["http_limit"]["requests_per_s"] > 0
+    assert figures["validation_limit"]["resources"] > 0
+    assert figures["validation_limit"]["resources_per_s"] > 0
+    ratios = figures["ratios"]
+    assert ratios["http_vs_plain_client"] == pytest.approx(
+        requests["per_s"] / figures["http_limit"]["requests_per_s"], rel=0.01
+    )
+    assert ratios["resources_vs_validation_alone"] == pytest.approx(
+        pipeline["resources_per_s"] / figures["validation_limit"]["resources_per_s"], rel=0.01
+    )
+    assert ratios["requests_vs_allowed_rate"] is None  # LAN: no allowance
+
+
+def test_the_run_is_recorded_as_markdown_with_its_command(
+    bench: tuple[dict[str, Any], str, str],
+) -> None:
+    figures, record, stdout = bench
+    assert record.startswith("# Benchmarks\n")
+    assert "### Throughput, LAN, 200 participants, 5 organizations" in record
+    assert figures["command"].startswith("ehrfetch bench throughput --participants 200")
+    assert figures["command"] in record and figures["machine"] in record
+    rows = ("requests / s by kind", "share of 429 answers", "client CPU per request",
+            "ratio: requests / plain client", "ratio: resources / validation alone")  # fmt: skip
+    for row in rows:
+        assert f"| {row} |" in record
+    assert "participants_per_s" in stdout
+
+
+def test_the_wan_profile_delays_and_limits_every_organization() -> None:
+    config = network_config(PROFILES["wan"], 3, 1000)
+    assert config.count("[[orgs]]") == 3
+    assert config.count("min_ms = 200.0, max_ms = 800.0") == 3
+    assert config.count("rate_limit = { per_second = 40.0") == 3
+    lan = network_config(PROFILES["lan"], 5, 1000)
+    assert "latency" not in lan and "rate_limit" not in lan
+
+
+def test_the_profile_summary_counts_self_time(tmp_path: Path) -> None:
+    raw = tmp_path / "profile.txt"
+    raw.write_text("main (a.py:1);work (b.py:2) 3\nmain (a.py:1);other (c.py:3) 1\n")
+    assert top_of_profile(raw) == [("work (b.py:2)", 0.75), ("other (c.py:3)", 0.25)]
+
+
+def test_tree_peak_counts_this_process() -> None:
+    peak = TreePeak()
+    peak.sample(os.getpid())
+    assert peak.pipeline_kib > 0
