@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -101,18 +103,31 @@ class _Tally:
     pending_bytes: int = 0
 
 
-def _transaction(sessions: sessionmaker[Session], work: Callable[[Session], T]) -> T:
+# SQLite has one writer. Its busy handler makes a blocked writer sleep 1, 2, 5 … 100 ms
+# before it looks again, so writers of one process queue here instead and each gets the
+# file the moment the last one commits (PostgreSQL locks rows and needs none of this).
+_SQLITE_WRITER = threading.Lock()
+
+
+def _transaction(
+    sessions: sessionmaker[Session], work: Callable[[Session], T], *, write: bool
+) -> T:
+    bind = sessions.kw.get("bind")
+    if write and bind is not None and bind.dialect.name == "sqlite":
+        with _SQLITE_WRITER, sessions.begin() as session:
+            return work(session)
     with sessions.begin() as session:
         return work(session)
 
 
-async def in_store(ctx: AcquireContext, work: Callable[[Session], T]) -> T:
+async def in_store(ctx: AcquireContext, work: Callable[[Session], T], *, write: bool = True) -> T:
     """Run ``work`` in one transaction on a worker thread.
 
     The event loop carries every network call of the batch: it must never wait for the
     database (SQLite's single writer lock held by another batch, a slow PostgreSQL).
+    ``write=False``: the work only reads (no queueing for SQLite's writer).
     """
-    return await asyncio.to_thread(_transaction, ctx.sessions, work)
+    return await asyncio.to_thread(partial(_transaction, write=write), ctx.sessions, work)
 
 
 async def acquire_participant(
@@ -126,7 +141,9 @@ async def acquire_participant(
     pid = member.participant_id
     # Withdrawn since the batch was selected: their demographics are not sent anywhere.
     # (A read: every write below re-checks under the participant's lock.)
-    if not await in_store(ctx, lambda session: consent_in_force_now(session, pid, ctx.rules)):
+    if not await in_store(
+        ctx, lambda session: consent_in_force_now(session, pid, ctx.rules), write=False
+    ):
         return AttemptResult(AttemptOutcome.WITHDRAWN)
     person = MatchPerson.from_record(record)
     answers = await ctx.network.match_everywhere(

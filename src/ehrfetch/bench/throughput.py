@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ehrfetch import store
@@ -127,6 +127,8 @@ class ThroughputResult:
     requests: dict[str, Any]
     ratios: dict[str, float | None]
     network: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)
+    """What the pipeline ran with (the knobs that change its speed)."""
 
 
 # -- 1. the network and the roster ---------------------------------------------------
@@ -504,7 +506,12 @@ def store_figures(sessions: sessionmaker[Session], db_path: Path | None) -> dict
         derived = session.scalar(select(func.count()).select_from(ResourceSource))
         distinct = session.scalar(select(func.count()).select_from(Resource))
         participants = session.scalar(select(func.count()).select_from(Participant))
-    size = 0
+        postgres = session.get_bind().dialect.name == "postgresql"
+        size = (
+            int(session.scalar(text("select pg_database_size(current_database())")) or 0)
+            if postgres
+            else 0
+        )
     if db_path is not None:
         size = sum(p.stat().st_size for p in db_path.parent.glob(db_path.name + "*"))
     done = sum(outcomes.values())
@@ -685,13 +692,20 @@ def run_throughput_bench(
         profile=profile.name,
         participants=participants,
         organizations=organizations,
-        store="sqlite" if db_path is not None else "configured",
+        store="sqlite" if db_path is not None else settings.store.display_url(),
         setup_s=setup,
         http_limit=limit,
         validation_limit=validation,
         pipeline={**pipeline, **figures},
         requests=request_figures,
         ratios=ratios,
+        settings={
+            "task_runner": settings.orchestration.task_runner,
+            "batch_concurrency": settings.orchestration.batch_concurrency,
+            "participant_concurrency": settings.acquire.participant_concurrency,
+            "batch_size": settings.cohort.batch_size,
+            "requests_per_second_per_org": settings.network.requests_per_second,
+        },
         network={
             "peak_rss_mb": pipeline["network_peak_rss_mb"],
             "allowed_requests_per_s": allowed or None,
@@ -796,6 +810,8 @@ def markdown(result: ThroughputResult) -> str:
         f"### Throughput, {result.profile.upper()}, {result.participants:,} participants,"
         f" {result.organizations} organizations ({result.date})\n\n"
         f"```sh\n{result.command}\n```\n\n"
-        f"Machine: {result.machine}. Store: {result.store}.\n\n"
+        f"Machine: {result.machine}. Store: {result.store}. Settings: "
+        + ", ".join(f"{k} {v}" for k, v in result.settings.items())
+        + ".\n\n"
         f"| figure | value |\n|---|---|\n{table}\n"
     )
