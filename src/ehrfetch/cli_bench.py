@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -11,6 +13,18 @@ import orjson
 import typer
 
 from ehrfetch.cli import JsonOption, _ctx, bench_app, handles_errors, out, print_figures
+
+_SECRET_PARTS = ("PASSWORD", "PRIVATE_KEY", "SECRET", "TOKEN")
+
+
+def reproducible_command(argv: list[str], environ: Mapping[str, str]) -> str:
+    """The command line with the ``EHRFETCH__`` settings it ran under — never secrets."""
+    settings = [
+        f"{key}={shlex.quote(value)}"
+        for key, value in sorted(environ.items())
+        if key.startswith("EHRFETCH__") and not any(part in key for part in _SECRET_PARTS)
+    ]
+    return " ".join([*settings, "ehrfetch", *(shlex.quote(a) for a in argv)])
 
 
 @bench_app.command("throughput")
@@ -51,13 +65,20 @@ def bench_throughput(
             dir_okay=False,
         ),
     ] = None,
+    profile_all_threads: Annotated[
+        bool,
+        typer.Option(
+            "--profile-all-threads",
+            help="Sample every busy thread (waits included), not only the one holding the GIL.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """The whole acquisition (`ehrfetch run`, Prefect included) against the mock network,
     with the HTTP and validation limits measured in the same run."""
     from ehrfetch.bench.throughput import as_dict, markdown, run_throughput_bench
 
-    command = "ehrfetch " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = reproducible_command(sys.argv[1:], os.environ)
     result = run_throughput_bench(
         _ctx(ctx).settings,
         workdir,
@@ -68,6 +89,7 @@ def bench_throughput(
         limit_seconds=limit_seconds,
         store_url=store_url,
         profile_to=profile_to,
+        profile_all_threads=profile_all_threads,
     )
     figures = as_dict(result)
     if out_file is not None:
@@ -84,10 +106,13 @@ def bench_throughput(
     }
     print_figures("Throughput", figures if as_json else flat, as_json=as_json)
     if profile_to is not None and profile_to.exists():
-        from ehrfetch.bench.throughput import top_of_profile
+        from ehrfetch.bench.throughput import ehrfetch_hotspots, top_of_profile
 
         out.print("top of the profile (share of samples on top of the stack):")
         for frame, share in top_of_profile(profile_to):
+            out.print(f"  {100 * share:5.1f} %  {frame}", markup=False, highlight=False)
+        out.print("ehrfetch's functions (share of samples in them and what they call):")
+        for frame, share in ehrfetch_hotspots(profile_to):
             out.print(f"  {100 * share:5.1f} %  {frame}", markup=False, highlight=False)
     if result.pipeline.get("exit_code") not in (0, None):
         out.print("[yellow]the pipeline finished with failed participants (exit 1)[/]")

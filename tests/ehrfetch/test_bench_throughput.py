@@ -15,7 +15,14 @@ from typing import Any
 import orjson
 import pytest
 
-from ehrfetch.bench.throughput import PROFILES, TreePeak, network_config, top_of_profile
+from ehrfetch.bench.throughput import (
+    PROFILES,
+    TreePeak,
+    ehrfetch_hotspots,
+    network_config,
+    top_of_profile,
+)
+from ehrfetch.cli_bench import reproducible_command
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -101,7 +108,33 @@ def test_the_profile_summary_counts_self_time(tmp_path: Path) -> None:
     assert top_of_profile(raw) == [("work (b.py:2)", 0.75), ("other (c.py:3)", 0.25)]
 
 
+def test_hotspots_are_ehrfetch_functions_with_what_they_call(tmp_path: Path) -> None:
+    raw = tmp_path / "profile.txt"
+    raw.write_text(
+        "run (asyncio/runners.py:1);acquire_participant (acquire.py:9);"
+        "save_document (store/documents.py:3);execute (sqlalchemy/orm/session.py:5) 3\n"
+        "run (asyncio/runners.py:1);acquire_participant (acquire.py:9) 1\n"
+    )
+    assert ehrfetch_hotspots(raw) == [
+        ("acquire_participant (acquire.py)", 1.0),
+        ("save_document (store/documents.py)", 0.75),
+    ]
+
+
 def test_tree_peak_counts_this_process() -> None:
     peak = TreePeak()
     peak.sample(os.getpid())
     assert peak.pipeline_kib > 0
+
+
+def test_the_recorded_command_carries_the_settings_it_ran_under_but_no_secret() -> None:
+    environ = {
+        "EHRFETCH__ORCHESTRATION__TASK_RUNNER": "processes",
+        "EHRFETCH__STORE__PASSWORD": "hunter2",
+        "EHRFETCH__NETWORK__PRIVATE_KEY": "-----BEGIN",
+        "HOME": "/root",
+    }
+    command = reproducible_command(["bench", "throughput", "--participants", "10"], environ)
+    assert command == (
+        "EHRFETCH__ORCHESTRATION__TASK_RUNNER=processes ehrfetch bench throughput --participants 10"
+    )
