@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -468,16 +468,20 @@ class TreePeak:
         self.prefect_kib = max(self.prefect_kib, prefect)
 
 
+def _samples(path: Path) -> Iterator[tuple[list[str], int]]:
+    """py-spy's raw format: each line a stack (frames joined by ";") and its sample count."""
+    for line in path.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if stack and samples.isdigit():
+            yield stack.split(";"), int(samples)
+
+
 def top_of_profile(path: Path, count: int = 15) -> list[tuple[str, float]]:
     """The functions most often on top of the stack (self time), as shares of samples."""
     own: Counter[str] = Counter()
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, samples = line.rpartition(" ")
-        if not stack or not samples.isdigit():
-            continue
-        total += int(samples)
-        own[stack.split(";")[-1]] += int(samples)
+    for frames, samples in _samples(path):
+        own[frames[-1]] += samples
+    total = sum(own.values())
     return [(frame, round(n / total, 4)) for frame, n in own.most_common(count)] if total else []
 
 
@@ -488,18 +492,15 @@ def ehrfetch_hotspots(path: Path, count: int = 20) -> list[tuple[str, float]]:
     ours = {str(p.relative_to(package)) for p in package.rglob("*.py")}
     inclusive: Counter[str] = Counter()
     total = 0
-    for line in path.read_text().splitlines():
-        stack, _, samples = line.rpartition(" ")
-        if not stack or not samples.isdigit():
-            continue
-        total += int(samples)
+    for frames, samples in _samples(path):
+        total += samples
         seen: set[str] = set()
-        for frame in stack.split(";"):
+        for frame in frames:
             name, _, where = frame.strip().partition(" (")
             module = where.split(":")[0]
             if module in ours and (key := f"{name} ({module})") not in seen:
                 seen.add(key)
-                inclusive[key] += int(samples)
+                inclusive[key] += samples
     return [(f, round(n / total, 4)) for f, n in inclusive.most_common(count)] if total else []
 
 
