@@ -10,7 +10,10 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from ehrfetch.cohort.importing import import_consents, import_roster
 from ehrfetch.cohort.reading import ReadContext
+from ehrfetch.store.links import OrganizationRow, upsert_organizations
+from ehrfetch.store.participants import participant_ids
 
 # A fixed "now" so date checks (future birth dates, consents) do not drift with the calendar.
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -72,6 +75,24 @@ def write_consents(path: Path, rows: list[tuple[str, ...]]) -> Path:
         writer.writerow(["research_id", "type", "status", "recorded_at", "withdrawn_at"])
         writer.writerows(rows)
     return path
+
+
+TWO_ORGS = [
+    OrganizationRow("org1", "Org 1", "http://o1/fhir", "o1"),
+    OrganizationRow("org2", "Org 2", "http://o2/fhir", "o2"),
+]
+
+
+def enroll(db: StoreUnderTest, folder: Path, rows: list[dict[str, str]]) -> dict[str, int]:
+    """Import ``rows`` with an active ``ehr`` consent each and list org1 and org2; the
+    participants' store ids by research id."""
+    rids = [row["research_id"] for row in rows]
+    consents: list[tuple[str, ...]] = [(rid, "ehr", "active", "2024-01-01", "") for rid in rids]
+    assert import_roster(write_roster(folder / "r.csv", rows), db.sessions, CTX).ok
+    assert import_consents(write_consents(folder / "c.csv", consents), db.sessions, CTX).ok
+    with db.sessions.begin() as session:
+        upsert_organizations(session, TWO_ORGS, NOW)
+        return participant_ids(session, rids)
 
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -125,9 +125,10 @@ async def run_batch(
                 retrieve=settings.acquire.retrieve_documents,
             )
             gate = asyncio.Semaphore(settings.acquire.participant_concurrency)
-            beat = [clock()]
+            last_beat = clock()
 
             async def one(member: Member) -> None:
+                nonlocal last_beat
                 async with gate:
                     started = clock()
                     attempt = await _attempt(ctx, member, records, household)
@@ -135,9 +136,9 @@ async def run_batch(
                     now = clock()
                     # A heartbeat per participant would be a write per participant; the
                     # stale threshold is minutes, so one every few seconds says enough.
-                    beating = (now - beat[0]).total_seconds() >= HEARTBEAT_EVERY_S
+                    beating = (now - last_beat).total_seconds() >= HEARTBEAT_EVERY_S
                     if beating:
-                        beat[0] = now
+                        last_beat = now
 
                     def finish(session: Session) -> None:
                         finish_attempt(session, member.attempt_id, attempt, started, now)

@@ -18,7 +18,6 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
-from ehrfetch.cohort.importing import import_consents, import_roster
 from ehrfetch.cohort.selection import rules_from
 from ehrfetch.export import export_ndjson
 from ehrfetch.normalize.ccda import normalize_ccda
@@ -33,8 +32,6 @@ from ehrfetch.store.documents import (
     SaveResult,
     save_document,
 )
-from ehrfetch.store.links import OrganizationRow, upsert_organizations
-from ehrfetch.store.participants import participant_ids
 from ehrfetch.store.tables import (
     Document,
     Provenance,
@@ -42,7 +39,7 @@ from ehrfetch.store.tables import (
     ResourceAlias,
     ResourceSource,
 )
-from support import CTX, NOW, StoreUnderTest, roster_row, write_consents, write_roster
+from support import NOW, StoreUnderTest, enroll, roster_row
 
 RULES = rules_from(CohortSettings(), NOW)
 RID = "R1"
@@ -185,22 +182,7 @@ def ccda_document() -> bytes:
 
 @pytest.fixture
 def pid(db: StoreUnderTest, tmp_path: Path) -> int:
-    import_roster(write_roster(tmp_path / "r.csv", [roster_row(RID)]), db.sessions, CTX)
-    import_consents(
-        write_consents(tmp_path / "c.csv", [(RID, "ehr", "active", "2024-01-01", "")]),
-        db.sessions,
-        CTX,
-    )
-    with db.sessions.begin() as session:
-        upsert_organizations(
-            session,
-            [
-                OrganizationRow("org1", "Org 1", "http://o1/fhir", "o1"),
-                OrganizationRow("org2", "Org 2", "http://o2/fhir", "o2"),
-            ],
-            NOW,
-        )
-        return participant_ids(session, [RID])[RID]
+    return enroll(db, tmp_path, [roster_row(RID)])[RID]
 
 
 def derived(normalized: NormalizedDocument) -> list[DerivedResource]:

@@ -11,15 +11,13 @@ import pytest
 from sqlalchemy import select, update
 
 from ehrfetch import runs
-from ehrfetch.cohort.importing import import_consents, import_roster
 from ehrfetch.cohort.selection import rules_from
 from ehrfetch.errors import ConfigError, StoreError
 from ehrfetch.settings import CohortSettings, Settings
 from ehrfetch.store.batches import AttemptResult, claim_batch, finish_attempt, finish_batch
 from ehrfetch.store.documents import DerivedResource, FetchedDocument, save_document
-from ehrfetch.store.links import OrganizationRow, upsert_organizations
 from ehrfetch.store.tables import Attempt, AttemptOutcome, Batch, BatchStatus, Run, RunStatus
-from support import CTX, NOW, StoreUnderTest, roster_row, write_consents, write_roster
+from support import NOW, StoreUnderTest, enroll, roster_row
 
 SETTINGS = Settings(cohort=CohortSettings(batch_size=2))
 STALE = timedelta(minutes=15)
@@ -29,21 +27,7 @@ PEOPLE = [f"R{i}" for i in range(1, 7)]
 @pytest.fixture
 def cohort(db: StoreUnderTest, tmp_path: Path) -> StoreUnderTest:
     """Six consented participants without EHR: three batches of two."""
-    roster = write_roster(tmp_path / "r.csv", [roster_row(r) for r in PEOPLE])
-    consents = write_consents(
-        tmp_path / "c.csv", [(r, "ehr", "active", "2024-01-01", "") for r in PEOPLE]
-    )
-    assert import_roster(roster, db.sessions, CTX).ok
-    assert import_consents(consents, db.sessions, CTX).ok
-    with db.sessions.begin() as session:
-        upsert_organizations(
-            session,
-            [
-                OrganizationRow("org1", "Org 1", "http://o1/fhir", "o1"),
-                OrganizationRow("org2", "Org 2", "http://o2/fhir", "o2"),
-            ],
-            NOW,
-        )
+    enroll(db, tmp_path, [roster_row(r) for r in PEOPLE])
     return db
 
 

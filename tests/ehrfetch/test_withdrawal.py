@@ -33,8 +33,7 @@ from ehrfetch.store.documents import (
     quarantine_document,
     save_document,
 )
-from ehrfetch.store.links import LinkRow, OrganizationRow, save_links, upsert_organizations
-from ehrfetch.store.participants import participant_ids
+from ehrfetch.store.links import LinkRow, save_links
 from ehrfetch.store.purge import (
     ConsentChange,
     PurgeCounts,
@@ -67,7 +66,7 @@ from mock_network import create_app
 from mock_network.config import NetworkConfig
 from mock_network.roster import write_roster as write_mock_roster
 from mock_network.testing import TEST_BASE, KeyPair, small_config
-from support import CTX, NOW, StoreUnderTest, roster_row, write_consents, write_roster
+from support import CTX, NOW, StoreUnderTest, enroll, roster_row, write_consents
 
 RULES = rules_from(CohortSettings(), NOW)
 WITHDRAWN_AT = NOW - timedelta(days=1)
@@ -114,26 +113,7 @@ def phi_needles(values: dict[str, str]) -> list[str]:
 def pids(db: StoreUnderTest, tmp_path: Path) -> dict[str, int]:
     """R1 and R2, consented, each with links, documents, resources, provenance,
     a quarantined document, a finished attempt and a pending one."""
-    rows = [roster_row("R1", **R1_PHI), roster_row("R2")]
-    import_roster(write_roster(tmp_path / "r.csv", rows), db.sessions, CTX)
-    import_consents(
-        write_consents(
-            tmp_path / "c.csv",
-            [("R1", "ehr", "active", "2024-01-01", ""), ("R2", "ehr", "active", "2024-01-01", "")],
-        ),
-        db.sessions,
-        CTX,
-    )
-    with db.sessions.begin() as session:
-        upsert_organizations(
-            session,
-            [
-                OrganizationRow("org1", "Org 1", "http://o1/fhir", "o1"),
-                OrganizationRow("org2", "Org 2", "http://o2/fhir", "o2"),
-            ],
-            NOW,
-        )
-        ids = participant_ids(session, ["R1", "R2"])
+    ids = enroll(db, tmp_path, [roster_row("R1", **R1_PHI), roster_row("R2")])
     for rid, pid in ids.items():
         with db.sessions.begin() as session:
             acquire_for(session, pid, rid)

@@ -32,7 +32,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,13 +46,14 @@ from ehrfetch import store
 from ehrfetch.acquire import CDA_XML, FHIR_JSON, match_query
 from ehrfetch.cohort.importing import import_consents, import_roster
 from ehrfetch.cohort.reading import ReadContext
-from ehrfetch.errors import EhrfetchError
+from ehrfetch.errors import EhrfetchError, sanitize_url
 from ehrfetch.mocknet import CLIENT_ID, RunningNetwork, running_network, write_roster
 from ehrfetch.network.auth import TokenSource
 from ehrfetch.normalize.ccda import normalize_ccda
 from ehrfetch.normalize.fhir_bundle import normalize_bundle
 from ehrfetch.settings import Settings
 from ehrfetch.store.engine import remove_sqlite_store
+from ehrfetch.store.participants import load_records
 from ehrfetch.store.tables import (
     Attempt,
     Audit,
@@ -261,11 +262,26 @@ async def http_limit(
     todo = iter(queries)
     deadline = time.monotonic() + seconds
     connector = aiohttp.TCPConnector(limit=concurrency * 2)
-    async with aiohttp.ClientSession(headers=headers, connector=connector) as http:
+    # The same timeout and size cap as ehrfetch's own calls: a stuck server ends the
+    # measurement with an error instead of hanging it.
+    timeout = aiohttp.ClientTimeout(total=settings.network.request_timeout_s)
+    async with aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout) as http:
+        cap = settings.network.max_body_bytes
+
+        async def capped(response: aiohttp.ClientResponse) -> bytes:
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > cap:
+                    where = sanitize_url(str(response.url))
+                    raise EhrfetchError(f"an answer over the size cap from {where}")
+                chunks.append(chunk)
+            return b"".join(chunks)
 
         async def get(url: str, kind: str) -> tuple[bytes, str]:
             async with http.get(url) as response:
-                body = await response.read()
+                body = await capped(response)
                 kinds[kind] += 1
                 return body, response.headers.get("Content-Type", "")
 
@@ -283,7 +299,7 @@ async def http_limit(
                 data=orjson.dumps(parameters),
                 headers={"Content-Type": "application/fhir+json"},
             ) as response:
-                body = await response.read()
+                body = await capped(response)
             kinds["match"] += 1
             for entry in orjson.loads(body).get("entry", []):
                 grades = [
@@ -751,8 +767,6 @@ def run_throughput_bench(
 
 
 def _sample_queries(sessions: sessionmaker[Session], size: int) -> list[dict[str, Any]]:
-    from ehrfetch.store.participants import load_records
-
     with sessions() as session:
         ids = list(session.scalars(select(Participant.id)))
         chosen = random.Random(1).sample(ids, min(size, len(ids)))
@@ -788,8 +802,6 @@ def _machine() -> str:
 
 
 def as_dict(result: ThroughputResult) -> dict[str, Any]:
-    from dataclasses import asdict
-
     return asdict(result)
 
 
