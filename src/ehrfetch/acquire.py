@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
@@ -49,10 +49,11 @@ from ehrfetch.store.batches import AttemptResult, Member
 from ehrfetch.store.cohort import CohortRules
 from ehrfetch.store.documents import (
     DerivedResource,
+    DocumentToSave,
     FetchedDocument,
     SaveOutcome,
     quarantine_document,
-    save_document,
+    save_documents,
     stored_document_ids,
 )
 from ehrfetch.store.links import LinkRow, accepted_links, save_links
@@ -98,8 +99,9 @@ class _Tally:
     resources: int = 0
     errors: list[str] = field(default_factory=list)
     withdrawn: bool = False
-    pending: list[Callable[[Session], None]] = field(default_factory=list)
-    """Writes of fetched documents (save or quarantine), made in one transaction."""
+    saves: list[DocumentToSave] = field(default_factory=list)
+    quarantines: list[Callable[[Session], None]] = field(default_factory=list)
+    """Fetched documents to save or quarantine, written in one transaction."""
     pending_bytes: int = 0
 
 
@@ -209,16 +211,21 @@ async def acquire_participant(
 async def _write_pending(ctx: AcquireContext, member: Member, tally: _Tally) -> None:
     """Write the fetched documents in one transaction (one per participant, or more
     when they are large): per-transaction cost, not per-row, dominated the store."""
-    if not tally.pending:
+    if not tally.saves and not tally.quarantines:
         return
-    pending, tally.pending, tally.pending_bytes = tally.pending, [], 0
+    saves, quarantines = tally.saves, tally.quarantines
+    tally.saves, tally.quarantines, tally.pending_bytes = [], [], 0
 
     def write(session: Session) -> bool:
         # The participant's lock and consent check once, for all of their documents.
         if not consent_gate(session, member.participant_id, ctx.rules):
             return False
-        for item in pending:
-            item(session)
+        for quarantine in quarantines:
+            quarantine(session)
+        for result in save_documents(session, saves, ctx.rules, consent_checked=True):
+            if result.outcome is SaveOutcome.STORED:
+                tally.documents += 1
+                tally.resources += result.resources
         return True
 
     if not await in_store(ctx, write):
@@ -337,7 +344,7 @@ async def _one_document(
     )
     now = ctx.clock()
 
-    def provenance(targets: Any) -> tuple[str, dict[str, Any]]:
+    def provenance(targets: Sequence[tuple[str, str]]) -> tuple[str, dict[str, Any]]:
         body = build_provenance(
             research_id=rid,
             source=source,
@@ -347,15 +354,7 @@ async def _one_document(
         )
         return provenance_id(rid, source), body
 
-    def save(session: Session) -> None:
-        result = save_document(
-            session, document, resources, provenance, ctx.rules, now, consent_checked=True
-        )
-        if result.outcome is SaveOutcome.STORED:
-            tally.documents += 1
-            tally.resources += result.resources
-
-    tally.pending.append(save)
+    tally.saves.append(DocumentToSave(document, resources, provenance, now))
     tally.pending_bytes += fetched.size
 
 
@@ -448,7 +447,7 @@ def _quarantine(
             consent_checked=True,
         )
 
-    tally.pending.append(write)
+    tally.quarantines.append(write)
     tally.pending_bytes += len(document.content or b"")
 
 

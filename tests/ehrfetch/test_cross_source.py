@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from ehrfetch.cohort.selection import rules_from
 from ehrfetch.export import export_ndjson
@@ -27,10 +27,12 @@ from ehrfetch.provenance import SourceDocument, build_provenance, provenance_id
 from ehrfetch.settings import CohortSettings
 from ehrfetch.store.documents import (
     DerivedResource,
+    DocumentToSave,
     FetchedDocument,
     SaveOutcome,
     SaveResult,
     save_document,
+    save_documents,
 )
 from ehrfetch.store.tables import (
     Document,
@@ -192,7 +194,7 @@ def derived(normalized: NormalizedDocument) -> list[DerivedResource]:
     ]
 
 
-def save(db: StoreUnderTest, pid: int, org: str, body: bytes, content_type: str) -> SaveResult:
+def to_save(pid: int, org: str, body: bytes, content_type: str) -> DocumentToSave:
     if content_type == "application/fhir+json":
         normalized = normalize_bundle(body, research_id=RID, patient_id="fhir-7")
     else:
@@ -213,8 +215,28 @@ def save(db: StoreUnderTest, pid: int, org: str, body: bytes, content_type: str)
         )
         return provenance_id(RID, source), built
 
+    return DocumentToSave(document, derived(normalized), provenance, NOW)
+
+
+def save(db: StoreUnderTest, pid: int, org: str, body: bytes, content_type: str) -> SaveResult:
+    item = to_save(pid, org, body, content_type)
     with db.sessions.begin() as session:
-        return save_document(session, document, derived(normalized), provenance, RULES, NOW)
+        return save_document(
+            session, item.document, item.resources, item.provenance, RULES, item.now
+        )
+
+
+def fhir_item(pid: int) -> DocumentToSave:
+    return to_save(pid, "org1", fhir_bundle(), "application/fhir+json")
+
+
+def ccda_item(pid: int) -> DocumentToSave:
+    return to_save(pid, "org2", ccda_document(), "application/xml")
+
+
+def save_together(db: StoreUnderTest, items: list[DocumentToSave]) -> list[SaveResult]:
+    with db.sessions.begin() as session:
+        return save_documents(session, items, RULES)
 
 
 def save_fhir(db: StoreUnderTest, pid: int) -> SaveResult:
@@ -223,6 +245,12 @@ def save_fhir(db: StoreUnderTest, pid: int) -> SaveResult:
 
 def save_ccda(db: StoreUnderTest, pid: int) -> SaveResult:
     return save(db, pid, "org2", ccda_document(), "application/xml")
+
+
+def clear_documents(db: StoreUnderTest) -> None:
+    with db.sessions.begin() as session:
+        for model in (Provenance, ResourceAlias, ResourceSource, Resource, Document):
+            session.execute(delete(model))
 
 
 def counts(db: StoreUnderTest) -> tuple[int, ...]:
@@ -364,3 +392,42 @@ def test_export_writes_each_merged_fact_once_and_provenance_resolves(
     exported = {f"{kind}/{r['id']}" for kind, rows in lines.items() for r in rows}
     for prov in lines["Provenance"]:
         assert {t["reference"] for t in prov["target"]} <= exported
+
+
+@pytest.mark.parametrize("order", ["fhir first", "ccda first"])
+def test_saving_both_in_one_call_stores_what_one_by_one_stores(
+    db: StoreUnderTest, pid: int, order: str
+) -> None:
+    # Acquisition writes a participant's documents together (``save_documents``): the
+    # store must end up as if they had been saved one by one, in the same order.
+    items = [fhir_item(pid), ccda_item(pid)]
+    if order == "ccda first":
+        items.reverse()
+    together = save_together(db, items)
+    facts, targets, stored = sources_by_fact(db), provenance_targets(db), counts(db)[:4]
+
+    clear_documents(db)
+    one_by_one = [save_together(db, [item])[0] for item in items]
+    assert [(r.outcome, r.resources, r.new_resources) for r in together] == [
+        (r.outcome, r.resources, r.new_resources) for r in one_by_one
+    ]
+    assert sources_by_fact(db) == facts
+    assert provenance_targets(db) == targets
+    assert counts(db)[:4] == stored
+
+
+def test_a_document_listed_twice_or_already_stored_is_stored_once(
+    db: StoreUnderTest, pid: int
+) -> None:
+    save_fhir(db, pid)
+    before = counts(db)
+    fhir_again, ccda, ccda_again = save_together(
+        db, [fhir_item(pid), ccda_item(pid), ccda_item(pid)]
+    )
+    assert fhir_again.outcome is SaveOutcome.ALREADY_STORED
+    assert (ccda.outcome, ccda.resources, ccda.new_resources) == (SaveOutcome.STORED, 6, 3)
+    assert (ccda_again.outcome, ccda_again.document_id) == (
+        SaveOutcome.ALREADY_STORED,
+        ccda.document_id,
+    )
+    assert counts(db)[0] == before[0] + 1

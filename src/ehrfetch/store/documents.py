@@ -1,8 +1,9 @@
 """Documents, the resources derived from them, lineage and provenance.
 
-Everything derived from one document is written in one transaction, so a crash leaves
-either all of it or none of it; every row has a natural key, so writing it again (a
-re-run) changes nothing. Consent is checked inside that transaction: a participant
+Everything derived from a document is written in the transaction that writes the
+document (a participant's documents are written together, ``save_documents``), so a
+crash leaves either all of it or none of it; every row has a natural key, so writing it
+again (a re-run) changes nothing. Consent is checked inside that transaction: a participant
 who withdrew while their batch ran gets nothing stored after the withdrawal.
 """
 
@@ -14,12 +15,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ehrfetch.store.cohort import CohortRules
-from ehrfetch.store.merge import Resolution, resolve
+from ehrfetch.store.merge import Resolution, resolve_documents
 from ehrfetch.store.purge import consent_gate
 from ehrfetch.store.tables import (
     Document,
@@ -32,6 +33,17 @@ from ehrfetch.store.tables import (
     table_of,
 )
 from ehrfetch.store.upsert import insert_missing
+
+_DOCUMENT = table_of(Document)
+# Built once with an expanding parameter: it runs for every participant's documents.
+_KNOWN_DOCUMENTS = select(
+    _DOCUMENT.c.organization_id, _DOCUMENT.c.document_reference_id, _DOCUMENT.c.id
+).where(
+    _DOCUMENT.c.participant_id == bindparam("pid"),
+    tuple_(_DOCUMENT.c.organization_id, _DOCUMENT.c.document_reference_id).in_(
+        bindparam("keys", expanding=True)
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +101,17 @@ def consent_active(session: Session, participant_id: int, rules: CohortRules) ->
     return consent_gate(session, participant_id, rules)
 
 
+@dataclass(frozen=True, slots=True)
+class DocumentToSave:
+    """A fetched document with what was derived from it, ready to be written."""
+
+    document: FetchedDocument
+    resources: Sequence[DerivedResource]
+    provenance: Callable[[Sequence[tuple[str, str]]], tuple[str, dict[str, Any]]]
+    """Builds (fhir id, body) from the (type, id) targets as stored."""
+    now: datetime
+
+
 def save_document(
     session: Session,
     document: FetchedDocument,
@@ -99,87 +122,148 @@ def save_document(
     *,
     consent_checked: bool = False,
 ) -> SaveResult:
-    """Store a document, its resources, lineage and Provenance — or nothing.
+    """Store one document, its resources, lineage and Provenance — or nothing."""
+    items = [DocumentToSave(document, resources, provenance, now)]
+    return save_documents(session, items, rules, consent_checked=consent_checked)[0]
 
-    ``consent_checked``: the caller took :func:`consent_gate` in this transaction
-    already (one participant's documents written together need it once).
+
+def save_documents(
+    session: Session,
+    items: Sequence[DocumentToSave],
+    rules: CohortRules,
+    *,
+    consent_checked: bool = False,
+) -> list[SaveResult]:
+    """Store one participant's documents, their resources, lineage and Provenance.
+
+    The result for each item, in order. ``consent_checked``: the caller took
+    :func:`consent_gate` in this transaction already.
 
     Each resource is stored once per fact (``store/merge.py``, docs/dedup.md): one the
-    participant already has — sent by another site, possibly coded in another
-    terminology — gains this document as a source and keeps its stored body.
-    ``provenance`` builds (fhir id, body) from the (type, id) targets as stored, so the
-    Provenance lists exactly what this document contributed, merged facts included,
-    under the ids the export writes them with.
+    participant already has — sent by another site or by an earlier document of
+    ``items``, possibly coded in another terminology — gains this document as a source
+    and keeps its stored body. ``provenance`` builds (fhir id, body) from the (type, id)
+    targets as stored, so the Provenance lists exactly what this document contributed,
+    merged facts included, under the ids the export writes them with.
+
+    The result is what saving the documents one by one in this order would store, in a
+    statement per table instead of a statement per table and document: statements, not
+    rows, were the store's cost per participant (docs/benchmarks.md, "Throughput").
     """
-    if not consent_checked and not consent_active(session, document.participant_id, rules):
-        return SaveResult(SaveOutcome.CONSENT_WITHDRAWN)
-    existing = _document_id(session, document)
-    if existing is not None:
-        return SaveResult(SaveOutcome.ALREADY_STORED, existing)
+    if not items:
+        return []
+    participant_id = items[0].document.participant_id
+    if any(item.document.participant_id != participant_id for item in items):
+        raise ValueError("save_documents: the documents of one participant at a time")
+    if not consent_checked and not consent_active(session, participant_id, rules):
+        return [SaveResult(SaveOutcome.CONSENT_WITHDRAWN)] * len(items)
+    known = _document_ids(session, participant_id, [_key(item.document) for item in items])
+    results: list[SaveResult | None] = [None] * len(items)
+    fresh: list[int] = []
+    first_of: dict[tuple[str, str], int] = {}
+    for index, item in enumerate(items):
+        key = _key(item.document)
+        if key in known:
+            results[index] = SaveResult(SaveOutcome.ALREADY_STORED, known[key])
+        elif key not in first_of:
+            first_of[key] = index
+            fresh.append(index)
+    if not fresh:
+        return _completed(results, items, first_of)
     # Core inserts, not ORM objects: this runs for every document of every participant,
     # and the unit of work's flush was a large share of the store's time per document.
-    doc_id = _insert_document(
-        session, {**_document_fields(document), "status": DocumentStatus.STORED, "fetched_at": now}
-    )
-
-    merged = resolve(session, document.participant_id, resources)
-    ids = _insert_new(session, document.participant_id, merged, now)
-    for group in merged.new:
-        group.resource_id = ids[(group.resource_type, group.dedup_key)]
-    lineage: dict[int, dict[str, Any]] = {}
-    for group, r in zip(merged.groups, resources, strict=True):
-        assert group.resource_id is not None
-        # One row per stored resource: a fact twice in this document (two codings of
-        # it) keeps the first entry's id in the document as its source.
-        lineage.setdefault(
-            group.resource_id,
-            {
-                "resource_id": group.resource_id,
-                "document_id": doc_id,
-                "source_resource_id": r.source_id,
-                "created_at": now,
-            },
-        )
-    insert_missing(
+    doc_ids = _insert_documents(
         session,
-        table_of(ResourceSource),
-        list(lineage.values()),
-        ["resource_id", "document_id"],
-    )
-    insert_missing(
-        session,
-        table_of(ResourceAlias),
         [
             {
-                "participant_id": document.participant_id,
-                "resource_type": group.resource_type,
-                "alias_key": alias,
-                "resource_id": group.resource_id,
-                "system": system,
-                "code": code,
+                **_document_fields(items[i].document),
+                "status": DocumentStatus.STORED,
+                "fetched_at": items[i].now,
             }
-            for group, alias, (system, code) in merged.aliases
+            for i in fresh
         ],
-        ["participant_id", "resource_type", "alias_key", "resource_id"],
     )
-    # The ids as stored: a fact merged into one another site sent first is that one.
-    targets = list(dict.fromkeys((g.resource_type, g.fhir_id) for g in merged.groups))
-    fhir_id, body = provenance(targets)
-    session.execute(
-        insert(table_of(Provenance)),
-        [
+    merged = resolve_documents(session, participant_id, [items[i].resources for i in fresh])
+    ids = _insert_new(
+        session,
+        participant_id,
+        [(items[i].now, m) for i, m in zip(fresh, merged, strict=True)],
+    )
+    lineage: list[dict[str, Any]] = []
+    aliases: dict[tuple[str, str, int], dict[str, Any]] = {}
+    provenances: list[dict[str, Any]] = []
+    for index, doc_id, resolution in zip(fresh, doc_ids, merged, strict=True):
+        item = items[index]
+        for group in resolution.new:
+            group.resource_id = ids[(group.resource_type, group.dedup_key)]
+        sources: dict[int, dict[str, Any]] = {}
+        for group, r in zip(resolution.groups, item.resources, strict=True):
+            assert group.resource_id is not None
+            # One row per stored resource: a fact twice in this document (two codings
+            # of it) keeps the first entry's id in the document as its source.
+            sources.setdefault(
+                group.resource_id,
+                {
+                    "resource_id": group.resource_id,
+                    "document_id": doc_id,
+                    "source_resource_id": r.source_id,
+                    "created_at": item.now,
+                },
+            )
+        lineage.extend(sources.values())
+        for group, alias, (system, code) in resolution.aliases:
+            assert group.resource_id is not None
+            aliases.setdefault(
+                (group.resource_type, alias, group.resource_id),
+                {
+                    "participant_id": participant_id,
+                    "resource_type": group.resource_type,
+                    "alias_key": alias,
+                    "resource_id": group.resource_id,
+                    "system": system,
+                    "code": code,
+                },
+            )
+        # The ids as stored: a fact merged into one another site sent first is that one.
+        targets = list(dict.fromkeys((g.resource_type, g.fhir_id) for g in resolution.groups))
+        fhir_id, body = item.provenance(targets)
+        provenances.append(
             {
-                "participant_id": document.participant_id,
+                "participant_id": participant_id,
                 "document_id": doc_id,
                 "fhir_id": fhir_id,
                 "body": body,
-                "recorded_at": now,
+                "recorded_at": item.now,
             }
-        ],
+        )
+        results[index] = SaveResult(
+            SaveOutcome.STORED, doc_id, resources=len(sources), new_resources=len(resolution.new)
+        )
+    insert_missing(session, table_of(ResourceSource), lineage, ["resource_id", "document_id"])
+    insert_missing(
+        session,
+        table_of(ResourceAlias),
+        list(aliases.values()),
+        ["participant_id", "resource_type", "alias_key", "resource_id"],
     )
-    return SaveResult(
-        SaveOutcome.STORED, doc_id, resources=len(lineage), new_resources=len(merged.new)
-    )
+    session.execute(insert(table_of(Provenance)), provenances)
+    return _completed(results, items, first_of)
+
+
+def _completed(
+    results: list[SaveResult | None],
+    items: Sequence[DocumentToSave],
+    first_of: dict[tuple[str, str], int],
+) -> list[SaveResult]:
+    """Fill in the repeats: a document listed twice is stored by its first mention."""
+    done: list[SaveResult] = []
+    for index, result in enumerate(results):
+        if result is None:
+            first = results[first_of[_key(items[index].document)]]
+            assert first is not None
+            result = SaveResult(SaveOutcome.ALREADY_STORED, first.document_id)
+        done.append(result)
+    return done
 
 
 def quarantine_document(
@@ -204,7 +288,7 @@ def quarantine_document(
         and not consent_active(session, document.participant_id, rules)
     ):
         return None
-    existing = _document_id(session, document)
+    existing = _document_ids(session, document.participant_id, [_key(document)]).get(_key(document))
     if existing is not None:
         return existing
     fields = _document_fields(document)
@@ -229,9 +313,25 @@ def quarantine_document(
     return doc.id
 
 
-def _insert_document(session: Session, fields: dict[str, Any]) -> int:
+def _insert_documents(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert the documents; their ids in the order of ``rows`` (one statement)."""
     table = table_of(Document)
-    return int(session.execute(insert(table).values(fields).returning(table.c.id)).scalar_one())
+    result = session.execute(
+        insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
+    )
+    return [int(row_id) for row_id in result.scalars()]
+
+
+def _key(document: FetchedDocument) -> tuple[str, str]:
+    return (document.organization_id, document.document_reference_id)
+
+
+def _document_ids(
+    session: Session, participant_id: int, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """The ids of those of ``keys`` (organization, DocumentReference id) already stored."""
+    rows = session.execute(_KNOWN_DOCUMENTS, {"pid": participant_id, "keys": sorted(set(keys))})
+    return {(org, ref): doc_id for org, ref, doc_id in rows}
 
 
 def _document_fields(document: FetchedDocument) -> dict[str, Any]:
@@ -251,27 +351,30 @@ def _document_fields(document: FetchedDocument) -> dict[str, Any]:
     }
 
 
-def _document_id(session: Session, document: FetchedDocument) -> int | None:
-    return session.scalars(
-        select(Document.id).where(
-            Document.participant_id == document.participant_id,
-            Document.organization_id == document.organization_id,
-            Document.document_reference_id == document.document_reference_id,
-        )
-    ).first()
-
-
 def _insert_new(
-    session: Session, participant_id: int, merged: Resolution, now: datetime
+    session: Session, participant_id: int, merged: Sequence[tuple[datetime, Resolution]]
 ) -> dict[tuple[str, str], int]:
-    """Insert the new resources; their row ids by (type, dedup key).
+    """Insert the new resources of every document; their row ids by (type, dedup key).
 
     RETURNING hands the ids back with the insert (one round trip, batched into
     multi-row VALUES on both databases) instead of a query after it. No conflict is
     possible: the participant's row is locked (``consent_gate``) and ``resolve`` found
-    none of these keys stored.
+    none of these keys stored (nor gave one key to two new resources).
     """
-    if not merged.new:
+    rows = [
+        {
+            "participant_id": participant_id,
+            "resource_type": group.resource_type,
+            "fhir_id": group.fhir_id,
+            "dedup_key": group.dedup_key,
+            "body": _renamed(group.body, resolution.renamed),
+            "created_at": now,
+            "updated_at": now,
+        }
+        for now, resolution in merged
+        for group in resolution.new
+    ]
+    if not rows:
         return {}
     table = table_of(Resource)
     dialect = session.get_bind().dialect.name
@@ -281,22 +384,7 @@ def _insert_new(
         .on_conflict_do_nothing(index_elements=["participant_id", "resource_type", "dedup_key"])
         .returning(table.c.resource_type, table.c.dedup_key, table.c.id)
     )
-    rows = session.execute(
-        statement,
-        [
-            {
-                "participant_id": participant_id,
-                "resource_type": group.resource_type,
-                "fhir_id": group.fhir_id,
-                "dedup_key": group.dedup_key,
-                "body": _renamed(group.body, merged.renamed),
-                "created_at": now,
-                "updated_at": now,
-            }
-            for group in merged.new
-        ],
-    )
-    return {(kind, key): rid for kind, key, rid in rows}
+    return {(kind, key): rid for kind, key, rid in session.execute(statement, rows)}
 
 
 def _renamed(body: dict[str, Any] | None, renamed: dict[str, str]) -> dict[str, Any]:

@@ -75,36 +75,56 @@ class Resolution:
 
 
 def resolve(session: Session, participant_id: int, resources: Sequence[Incoming]) -> Resolution:
-    facts = [fact_of(r.body) for r in resources]
-    by_key, by_alias = _stored(session, participant_id, resources, facts)
-    resolution = Resolution([], [], [], {})
-    given: list[tuple[Group, str, Coding]] = []
-    for r, fact in zip(resources, facts, strict=True):
-        kind = r.resource_type
-        group = by_key.get((kind, r.dedup_key)) or _one_candidate(kind, fact, by_key, by_alias)
-        if group is None:
-            group = Group(kind, r.fhir_id, r.dedup_key, body=r.body)
-            resolution.new.append(group)
-        # From now on the newcomer's key finds this group (a duplicate later in the
-        # document), and so do its aliases, with its codings for the concept check.
-        by_key.setdefault((kind, r.dedup_key), group)
-        group.codings |= fact.codings
-        for coding, alias in fact.aliases:
-            entry = by_alias[(kind, alias)]
-            if group not in entry:
-                entry.append(group)
-            given.append((group, alias, coding))
-        resolution.groups.append(group)
-        if group.fhir_id != r.fhir_id:
-            resolution.renamed[f"{kind}/{r.fhir_id}"] = f"{kind}/{group.fhir_id}"
+    """How one document's resources join what the participant has stored."""
+    return resolve_documents(session, participant_id, [resources])[0]
+
+
+def resolve_documents(
+    session: Session, participant_id: int, documents: Sequence[Sequence[Incoming]]
+) -> list[Resolution]:
+    """Each document's :class:`Resolution`, as if the documents were saved one by one.
+
+    One lookup for all of them (a participant's documents are written together); a
+    document is matched against the stored resources and those of the documents before
+    it, in order, exactly as it would be had those been stored first.
+    """
+    facts = [[fact_of(r.body) for r in resources] for resources in documents]
+    flat = [r for resources in documents for r in resources]
+    by_key, by_alias = _stored(session, participant_id, flat, [f for fs in facts for f in fs])
+    resolutions: list[Resolution] = []
+    given: list[tuple[Resolution, Group, str, Coding]] = []
+    for resources, document_facts in zip(documents, facts, strict=True):
+        resolution = Resolution([], [], [], {})
+        resolutions.append(resolution)
+        for r, fact in zip(resources, document_facts, strict=True):
+            kind = r.resource_type
+            group = by_key.get((kind, r.dedup_key)) or _one_candidate(kind, fact, by_key, by_alias)
+            if group is None:
+                group = Group(kind, r.fhir_id, r.dedup_key, body=r.body)
+                resolution.new.append(group)
+            # From now on the newcomer's key finds this group (a duplicate later in this
+            # or a later document), and so do its aliases, with its codings for the
+            # concept check.
+            by_key.setdefault((kind, r.dedup_key), group)
+            group.codings |= fact.codings
+            for coding, alias in fact.aliases:
+                entry = by_alias[(kind, alias)]
+                if group not in entry:
+                    entry.append(group)
+                given.append((resolution, group, alias, coding))
+            resolution.groups.append(group)
+            if group.fhir_id != r.fhir_id:
+                resolution.renamed[f"{kind}/{r.fhir_id}"] = f"{kind}/{group.fhir_id}"
+    # Alias rows once every document is read: a fact coded once in the first document
+    # and otherwise in a later one needs rows for all its codings.
     seen: set[tuple[int, str]] = set()
-    for group, alias, coding in given:
+    for resolution, group, alias, coding in given:
         if group.codings == {coding} and alias == group.dedup_key:
             continue  # coded once: the resource row is this alias (module docstring)
         if (id(group), alias) not in seen:
             seen.add((id(group), alias))
             resolution.aliases.append((group, alias, coding))
-    return resolution
+    return resolutions
 
 
 def _one_candidate(
