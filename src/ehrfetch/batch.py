@@ -32,7 +32,7 @@ from ehrfetch.store.batches import (
     AttemptResult,
     Member,
     claim_batch,
-    finish_attempt,
+    finish_attempts,
     finish_batch,
     heartbeat,
 )
@@ -41,7 +41,9 @@ from ehrfetch.store.participants import housemates, load_records
 from ehrfetch.store.tables import AttemptOutcome, Batch, BatchStatus
 
 log = logging.getLogger(__name__)
-HEARTBEAT_EVERY_S = 5.0
+OUTCOMES_EVERY_S = 1.0
+OUTCOMES_AT_MOST = 200
+"""Outcomes and audit rows are written together once a second (or past this many)."""
 
 
 @dataclass
@@ -52,6 +54,65 @@ class BatchResult:
     errors: Counter[str] = field(default_factory=Counter)
     documents: int = 0
     resources: int = 0
+
+
+@dataclass
+class _Due:
+    attempts: list[tuple[int, AttemptResult, datetime, datetime]]
+    calls: list[CallRecord]
+    at: datetime
+
+
+class _Outcomes:
+    """Finished attempts and their calls, written in one transaction a second.
+
+    A transaction per participant was a sixth of the store's work. Waiting costs
+    nothing on a crash that matters: an attempt without its outcome is redone by the
+    next run, which finds its links and documents stored and fetches nothing twice.
+    The audit rows go with the outcomes, so the batch's heartbeat does too.
+    """
+
+    def __init__(self, now: datetime) -> None:
+        self.attempts: list[tuple[int, AttemptResult, datetime, datetime]] = []
+        self.calls: list[CallRecord] = []
+        self.last = now
+
+    def add(
+        self,
+        attempt_id: int,
+        result: AttemptResult,
+        started: datetime,
+        now: datetime,
+        calls: list[CallRecord],
+    ) -> None:
+        self.attempts.append((attempt_id, result, started, now))
+        # The batch's calls so far (this participant's and others' still running).
+        self.calls.extend(calls)
+        calls.clear()
+
+    def due(self, now: datetime) -> _Due | None:
+        elapsed = (now - self.last).total_seconds()
+        if elapsed >= OUTCOMES_EVERY_S or len(self.attempts) >= OUTCOMES_AT_MOST:
+            return self.take(now)
+        return None
+
+    def take(self, now: datetime) -> _Due | None:
+        if not self.attempts and not self.calls:
+            return None
+        due = _Due(self.attempts, self.calls, now)
+        self.attempts, self.calls, self.last = [], [], now
+        return due
+
+
+def _outcomes_writer(due: _Due, run_id: int | None, batch_id: int) -> Callable[[Session], None]:
+    audit = [_audit_row(c, run_id, batch_id) for c in due.calls]
+
+    def write(session: Session) -> None:
+        finish_attempts(session, due.attempts)
+        record_audit(session, audit)
+        heartbeat(session, batch_id, due.at)
+
+    return write
 
 
 def _utcnow() -> datetime:
@@ -81,6 +142,15 @@ async def run_batch(
     result = BatchResult(batch_id, BatchStatus.RUNNING)
     calls: list[CallRecord] = []
     run_id = _run_of(sessions, batch_id)
+
+    outcomes = _Outcomes(clock())
+
+    def write_outcomes() -> None:
+        # Those not written yet, before the batch is closed (which fails any attempt
+        # still without an outcome).
+        if (due := outcomes.take(clock())) is not None:
+            with sessions.begin() as session:
+                _outcomes_writer(due, run_id, batch_id)(session)
 
     def flush_audit() -> None:
         pending, calls[:] = calls[:], []
@@ -125,29 +195,15 @@ async def run_batch(
                 retrieve=settings.acquire.retrieve_documents,
             )
             gate = asyncio.Semaphore(settings.acquire.participant_concurrency)
-            last_beat = clock()
 
             async def one(member: Member) -> None:
-                nonlocal last_beat
                 async with gate:
                     started = clock()
                     attempt = await _attempt(ctx, member, records, household)
-                    pending, calls[:] = calls[:], []
-                    now = clock()
-                    # A heartbeat per participant would be a write per participant; the
-                    # stale threshold is minutes, so one every few seconds says enough.
-                    beating = (now - last_beat).total_seconds() >= HEARTBEAT_EVERY_S
-                    if beating:
-                        last_beat = now
-
-                    def finish(session: Session) -> None:
-                        finish_attempt(session, member.attempt_id, attempt, started, now)
-                        record_audit(session, [_audit_row(c, run_id, batch_id) for c in pending])
-                        if beating:
-                            heartbeat(session, batch_id, now)
-
-                    await in_store(ctx, finish)
+                    outcomes.add(member.attempt_id, attempt, started, clock(), calls)
                     _count(result, attempt)
+                    if (due := outcomes.due(clock())) is not None:
+                        await in_store(ctx, _outcomes_writer(due, run_id, batch_id))
 
             async with asyncio.TaskGroup() as group:
                 for member in members:
@@ -155,11 +211,13 @@ async def run_batch(
     except NetworkError as error:
         # The directory or the token endpoint is down: nobody can be looked up.
         log.error("batch %d: the network is unavailable: %s", batch_id, error.code)
+        write_outcomes()
         flush_audit()
         with sessions.begin() as session:
             result.status = finish_batch(session, batch_id, clock(), f"{error.code}: {error}")
         result.errors[error.code] += len(members)
         return result
+    write_outcomes()
     flush_audit()
     with sessions.begin() as session:
         result.status = finish_batch(session, batch_id, clock())

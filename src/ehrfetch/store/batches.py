@@ -8,10 +8,11 @@ running). Finishing a batch gives every attempt still without an outcome the out
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from ehrfetch.errors import StoreError
@@ -21,6 +22,7 @@ from ehrfetch.store.tables import (
     Batch,
     BatchStatus,
     Participant,
+    table_of,
 )
 
 
@@ -60,26 +62,59 @@ class AttemptResult:
     resources: int = 0
 
 
+_ATTEMPTS = table_of(Attempt)
+# One statement for a group of attempts (executemany), built once.
+_FINISH = (
+    update(_ATTEMPTS)
+    # A withdrawal that closed the attempt while it ran has the last word.
+    .where(
+        _ATTEMPTS.c.id == bindparam("attempt_id"),
+        or_(
+            _ATTEMPTS.c.outcome.is_(None),
+            _ATTEMPTS.c.outcome != AttemptOutcome.WITHDRAWN,
+        ),
+    )
+    .values(
+        outcome=bindparam("outcome"),
+        error_code=bindparam("error_code"),
+        error_detail=bindparam("error_detail"),
+        links_accepted=bindparam("links_accepted"),
+        documents=bindparam("documents"),
+        resources=bindparam("resources"),
+        started_at=bindparam("started"),
+        finished_at=bindparam("finished"),
+    )
+)
+
+
 def finish_attempt(
     session: Session, attempt_id: int, result: AttemptResult, started: datetime, now: datetime
 ) -> None:
-    session.execute(
-        update(Attempt)
-        # A withdrawal that closed the attempt while it ran has the last word.
-        .where(
-            Attempt.id == attempt_id,
-            or_(Attempt.outcome.is_(None), Attempt.outcome != AttemptOutcome.WITHDRAWN),
-        )
-        .values(
-            outcome=result.outcome,
-            error_code=result.error_code,
-            error_detail=result.error_detail,
-            links_accepted=result.links_accepted,
-            documents=result.documents,
-            resources=result.resources,
-            started_at=started,
-            finished_at=now,
-        )
+    finish_attempts(session, [(attempt_id, result, started, now)])
+
+
+def finish_attempts(
+    session: Session, attempts: Sequence[tuple[int, AttemptResult, datetime, datetime]]
+) -> None:
+    """Record outcomes: (attempt id, result, started, finished) each."""
+    if not attempts:
+        return
+    session.connection().execute(
+        _FINISH,
+        [
+            {
+                "attempt_id": attempt_id,
+                "outcome": result.outcome,
+                "error_code": result.error_code,
+                "error_detail": result.error_detail,
+                "links_accepted": result.links_accepted,
+                "documents": result.documents,
+                "resources": result.resources,
+                "started": started,
+                "finished": finished,
+            }
+            for attempt_id, result, started, finished in attempts
+        ],
     )
 
 
