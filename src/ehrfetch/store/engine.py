@@ -10,6 +10,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 
 from ehrfetch.settings import StoreSettings
+from ehrfetch.store.types import json_text
 
 
 def create_store_engine(settings: StoreSettings) -> Engine:
@@ -17,13 +18,14 @@ def create_store_engine(settings: StoreSettings) -> Engine:
     url = settings.sqlalchemy_url()
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, echo=settings.echo)
-    return create_engine(url, echo=settings.echo, pool_pre_ping=True)
+    return create_engine(url, echo=settings.echo, pool_pre_ping=True, json_serializer=json_text)
 
 
 def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
     engine = create_engine(
         url,
         echo=echo,
+        json_serializer=json_text,
         # A writer holding the lock makes others wait this long, not fail at once.
         connect_args={"timeout": 30},
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
@@ -14,6 +15,16 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 
 # JSONB on PostgreSQL: indexed, compact, and compared by value.
 Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+def json_text(value: Any) -> str:
+    """JSON as the store writes it (the engines' ``json_serializer``).
+
+    orjson: the store writes every resource body, and the standard library's encoder
+    was a visible share of that. Keys that are not strings are written as strings, as
+    ``json.dumps`` does.
+    """
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 class UtcDateTime(TypeDecorator[datetime]):
