@@ -7,15 +7,24 @@ network answer here depends on. Validation runs once per answer and the JSON dic
 
 Error messages name where the answer is wrong (``entry.0.resource.birthDate``) and what
 kind of wrong, never the value: values are demographics.
+
+Searchset Bundles (every $match and search answer) take a shortcut that keeps the same
+verdicts: their own elements, when in the few plain shapes a searchset takes, are checked
+here, and only the entry resources — what ehrfetch keeps — go through their models. That
+skips what costs most in a whole-Bundle validation and checks nothing ehrfetch keeps: a
+validator per nested element, and an import by name per entry resource. Anything else,
+and any answer the shortcut does not accept, gets the whole Bundle's validation, so a bad
+answer is refused with exactly the message it always was.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import import_module
-from typing import Any
+from typing import Any, Final, TypeGuard
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -78,11 +87,149 @@ def validate(data: Json, resource_type: str, invalid: Invalid) -> Json:
             f"not valid FHIR {resource_type}: {len(problems)} problem(s), "
             f"first at {where} ({first['type']})"
         ) from None
+    except (KeyError, LookupError, TypeError, ValueError) as error:
+        # fhir.resources raises these itself for some inputs (an entry whose resourceType
+        # it does not know is a KeyError): still a bad answer, not a crash of the call.
+        # The type only: the message would quote the answer.
+        raise invalid(
+            f"not valid FHIR {resource_type}: refused by the FHIR models ({type(error).__name__})"
+        ) from None
     return data
 
 
+# -- the searchset shortcut ---------------------------------------------------------
+# Each set below is a subset of what the R4B model accepts for that element (test_fhir.py
+# checks the shortcut against the model): a value outside it is not wrong, only left to
+# the model.
+
+_ENTRY_RESOURCES: Final = frozenset({"Patient", "DocumentReference", "OperationOutcome"})
+_LINK_RELATIONS: Final = frozenset({"self", "next", "previous", "prev", "first", "last"})
+_SEARCH_MODES: Final = frozenset({"match", "include", "outcome"})
+_MATCH_GRADES: Final = frozenset({"certain", "probable", "possible", "certainly-not"})
+_BUNDLE_KEYS: Final = frozenset({"resourceType", "type", "total", "link", "entry"})
+_LINK_KEYS: Final = frozenset({"relation", "url"})
+_ENTRY_KEYS: Final = frozenset({"fullUrl", "resource", "search"})
+_SEARCH_KEYS: Final = frozenset({"mode", "score", "extension"})
+_GRADE_KEYS: Final = frozenset({"url", "valueCode"})
+_PLAIN_URI: Final = re.compile(r"[!-~]{1,4096}")
+"""Printable ASCII without spaces (a FHIR uri is any string without whitespace)."""
+_DECIMAL: Final = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+"""A FHIR decimal, as fhir_core spells it (it matches ``str()`` of the number)."""
+_MAX_UNSIGNED_INT: Final = 2**31 - 1
+
+
+def _one_of(value: object, allowed: frozenset[str]) -> TypeGuard[str]:
+    # The type first: a list or a dict in the answer would make ``in`` raise TypeError.
+    return type(value) is str and value in allowed
+
+
+def _plain_uri(value: object) -> bool:
+    return type(value) is str and _PLAIN_URI.fullmatch(value) is not None
+
+
+def _plain_list(value: object) -> bool:
+    return type(value) is list and len(value) > 0
+
+
+def _plain_object(value: object, keys: frozenset[str]) -> bool:
+    return type(value) is dict and len(value) > 0 and value.keys() <= keys
+
+
+def _plain_search(search: object) -> bool:
+    if not _plain_object(search, _SEARCH_KEYS):
+        return False
+    assert isinstance(search, dict)
+    if "mode" in search and not _one_of(search["mode"], _SEARCH_MODES):
+        return False
+    if "score" in search:
+        score = search["score"]
+        if type(score) not in (int, float) or _DECIMAL.fullmatch(str(score)) is None:
+            return False
+    if "extension" in search:
+        extensions = search["extension"]
+        if not _plain_list(extensions):
+            return False
+        for extension in extensions:
+            if not (
+                _plain_object(extension, _GRADE_KEYS)
+                and extension.keys() == _GRADE_KEYS
+                and extension["url"] == MATCH_GRADE_URL
+                and _one_of(extension["valueCode"], _MATCH_GRADES)
+            ):
+                return False
+    return True
+
+
+def _plain_searchset(bundle: Json) -> list[tuple[str, Json]] | None:
+    """The entry resources, when all the rest of ``bundle`` is a plain searchset.
+
+    Plain: only the elements and values listed above, each one in a shape the R4B
+    Bundle model accepts. None when anything is not (which does not make it wrong).
+    """
+    if not bundle.keys() <= _BUNDLE_KEYS or bundle.get("type") != "searchset":
+        return None
+    if "total" in bundle:
+        total = bundle["total"]
+        if type(total) is not int or not 0 <= total <= _MAX_UNSIGNED_INT:
+            return None
+    if "link" in bundle:
+        links = bundle["link"]
+        if not _plain_list(links):
+            return None
+        for item in links:
+            if not (
+                _plain_object(item, _LINK_KEYS)
+                and item.keys() == _LINK_KEYS
+                and _one_of(item["relation"], _LINK_RELATIONS)
+                and _plain_uri(item["url"])
+            ):
+                return None
+    resources: list[tuple[str, Json]] = []
+    if "entry" in bundle:
+        entries = bundle["entry"]
+        if not _plain_list(entries):
+            return None
+        for entry in entries:
+            if not _plain_object(entry, _ENTRY_KEYS):
+                return None
+            if "fullUrl" in entry and not _plain_uri(entry["fullUrl"]):
+                return None
+            if "search" in entry and not _plain_search(entry["search"]):
+                return None
+            if "resource" in entry:
+                resource = entry["resource"]
+                if type(resource) is not dict:
+                    return None
+                kind = resource.get("resourceType")
+                if not _one_of(kind, _ENTRY_RESOURCES):
+                    return None
+                resources.append((kind, resource))
+    return resources
+
+
+def _valid_plain_searchset(data: Json) -> bool:
+    """True when ``data`` is a plain searchset whose entry resources are valid FHIR.
+
+    False says only that the shortcut cannot tell: :func:`validate` then decides.
+    """
+    if data.get("resourceType") != "Bundle":
+        return False
+    resources = _plain_searchset(data)
+    if resources is None:
+        return False
+    try:
+        for kind, resource in resources:
+            _model(kind).model_validate(resource)
+    except Exception:
+        # Whatever went wrong, the whole Bundle's validation reports it, as it always did.
+        return False
+    return True
+
+
 def searchset(body: bytes, invalid: Invalid) -> Json:
-    bundle = validate(load_object(body, invalid), "Bundle", invalid)
+    bundle = load_object(body, invalid)
+    if not _valid_plain_searchset(bundle):
+        validate(bundle, "Bundle", invalid)
     if bundle.get("type") != "searchset":
         raise invalid("expected a searchset Bundle")
     return bundle

@@ -76,6 +76,10 @@ MAX_REDIRECTS = 3
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 HASH_OFF_LOOP_BYTES = 1024 * 1024
 """Bodies at least this large are hashed in a worker thread (hashlib drops the GIL)."""
+URL_CACHE_SIZE = 256
+"""Parsed URLs kept per client (``$match`` URLs repeat; search and attachment URLs not)."""
+HEADER_CACHE_SIZE = 16
+"""Header sets kept per client: one per kind of call and token."""
 
 T = TypeVar("T")
 OnCall = Callable[[CallRecord], None]
@@ -176,6 +180,10 @@ class NetworkClient:
             )
         self._directory: list[Organization] | None = None
         self._directory_lock = asyncio.Lock()
+        # Made once, used by every request (see _build).
+        self._timeout = self._http.timeout.as_dict()
+        self._urls: dict[str, tuple[httpx.URL, str]] = {}
+        self._header_sets: dict[tuple[str, str | None, AccessToken | None], httpx.Headers] = {}
 
     async def __aenter__(self) -> Self:
         return self
@@ -237,8 +245,14 @@ class NetworkClient:
             ],
         }
         request = self._request(
-            "match", org, "POST", f"{org.base_url}/Patient/$match", research_id
-        ).but(content=orjson.dumps(parameters), content_type=FHIR_JSON)
+            "match",
+            org,
+            "POST",
+            f"{org.base_url}/Patient/$match",
+            research_id,
+            content=orjson.dumps(parameters),
+            content_type=FHIR_JSON,
+        )
         return await self._call(
             request,
             lambda answer: _fhir.match_candidates(answer.body, self._invalid(org, answer.url)),
@@ -336,7 +350,7 @@ class NetworkClient:
                     url=url,
                 ),
             )
-        request = self._request("fetch_document", org, "GET", url, research_id).but(accept="*/*")
+        request = self._request("fetch_document", org, "GET", url, research_id, accept="*/*")
         body = await self._call(request, lambda answer: answer.body)
         if len(body) >= HASH_OFF_LOOP_BYTES:
             return await asyncio.to_thread(FetchedAttachment, ref, body)
@@ -351,7 +365,13 @@ class NetworkClient:
         method: str,
         url: str,
         research_id: str | None = None,
+        *,
+        accept: str = FHIR_JSON,
+        content: bytes | None = None,
+        content_type: str | None = None,
     ) -> _Request:
+        # The options are arguments, not a ``but()`` afterwards: dataclasses.replace
+        # costs more than building the request, on every call.
         return _Request(
             operation=operation,
             org=org,
@@ -359,6 +379,9 @@ class NetworkClient:
             url=url,
             research_id=research_id,
             max_bytes=self._settings.max_body_bytes,
+            accept=accept,
+            content=content,
+            content_type=content_type,
         )
 
     async def _call(self, request: _Request, parse: Callable[[_Answer], T]) -> T:
@@ -432,10 +455,12 @@ class NetworkClient:
                 token = await self._tokens.token(self._fetch_token)
                 state.purpose = token.purpose_of_use
             state.tries += 1
-            answer = await self._exchange(request, self._build(request, url, token))
+            answer = await self._exchange(request, *self._build(request, url, token))
             state.status = answer.status
+            if answer.status not in REDIRECT_STATUSES or request.method != "GET":
+                return answer, token
             location = answer.headers.get("location")
-            if answer.status not in REDIRECT_STATUSES or request.method != "GET" or not location:
+            if not location:
                 return answer, token
             target = urljoin(url, location)
             if not same_origin(target, home):
@@ -453,23 +478,65 @@ class NetworkClient:
             url=url,
         )
 
-    def _build(self, request: _Request, url: str, token: AccessToken | None) -> httpx.Request:
-        headers = {"Accept": request.accept}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token.value}"
+    def _build(
+        self, request: _Request, url: str, token: AccessToken | None
+    ) -> tuple[httpx.Request, str]:
+        """The request to send, and its URL as text (what errors and answers name)."""
         if request.form is not None:
-            return self._http.build_request(
+            # Token requests (rare): httpx encodes the form.
+            headers = {"Accept": request.accept}
+            if token is not None:
+                headers["Authorization"] = f"Bearer {token.value}"
+            outgoing = self._http.build_request(
                 request.method, url, data=dict(request.form()), headers=headers
             )
-        if request.content_type is not None:
-            headers["Content-Type"] = request.content_type
-        return self._http.build_request(
-            request.method, url, content=request.content, headers=headers
+            return outgoing, str(outgoing.url)
+        # What ``build_request`` would build, from parts made once: it parses and merges
+        # the URL and the headers again for every request (test_client.py checks that
+        # the two agree).
+        parsed, text = self._parsed_url(url)
+        outgoing = httpx.Request(
+            request.method,
+            parsed,
+            content=request.content,
+            headers=self._headers(request.accept, request.content_type, token),
+            extensions={"timeout": self._timeout},
         )
+        return outgoing, text
 
-    async def _exchange(self, request: _Request, outgoing: httpx.Request) -> _Answer:
+    def _parsed_url(self, url: str) -> tuple[httpx.URL, str]:
+        """``url`` parsed, and as httpx spells it; the same few (``$match``) come back."""
+        known = self._urls.get(url)
+        if known is None:
+            parsed = httpx.URL(url)
+            known = (parsed, str(parsed))
+            if len(self._urls) >= URL_CACHE_SIZE:
+                self._urls.clear()  # per-patient URLs would otherwise pile up
+            self._urls[url] = known
+        return known
+
+    def _headers(
+        self, accept: str, content_type: str | None, token: AccessToken | None
+    ) -> httpx.Headers:
+        """The client's headers merged with a call's, as ``build_request`` merges them."""
+        key = (accept, content_type, token)
+        headers = self._header_sets.get(key)
+        if headers is None:
+            ours = {"Accept": accept}
+            if token is not None:
+                ours["Authorization"] = f"Bearer {token.value}"
+            if content_type is not None:
+                ours["Content-Type"] = content_type
+            headers = httpx.Headers(self._http.headers)
+            headers.update(ours)
+            if len(self._header_sets) >= HEADER_CACHE_SIZE:
+                self._header_sets.clear()  # stale tokens go with the rest
+            self._header_sets[key] = headers
+        # httpx.Request copies the headers it is given: the cached set stays as it is.
+        return headers
+
+    async def _exchange(self, request: _Request, outgoing: httpx.Request, url: str) -> _Answer:
         """Send and read, within ``request_timeout_s``; transport failures classified."""
-        url = str(outgoing.url)
         limit = self._settings.request_timeout_s
         try:
             async with asyncio.timeout(limit):

@@ -135,9 +135,22 @@ def build_policy(settings: NetworkSettings, sleep: Sleep = asyncio.sleep) -> Asy
 async def run(policy: AsyncRetrying, attempt: Callable[[], Awaitable[T]]) -> T:
     """Run ``attempt`` under ``policy``; out of tries, raise the last try's ehrfetch error."""
 
+    # The first try runs outside tenacity: nearly every call succeeds (or fails for
+    # good) at once, and tenacity's bookkeeping costs more CPU than a small answer's
+    # parse. Only a try that may heal brings the policy in, which sees that try first
+    # (replayed, not sent again), so waits, stops and logs are the same as ever.
+    try:
+        return await attempt()
+    except Retryable as signal:
+        first: Retryable | None = signal
+
     async def call() -> T:
         # tenacity awaits only what a coroutine *function* returns: a lambda that
         # returns a coroutine would come back unawaited as the "result".
+        nonlocal first
+        if first is not None:
+            replayed, first = first, None
+            raise replayed
         return await attempt()
 
     try:

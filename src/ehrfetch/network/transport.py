@@ -12,9 +12,16 @@ can tell them apart; ``scripts/bench_transport.py`` measures both and checks tha
 Known differences below that line: aiohttp reports a refused connection as
 ``ConnectTimeout`` (still a retried transport error), enforces no write timeout (the
 per-try ``request_timeout_s`` still does), and ignores ``max_keepalive_connections``.
+
+The httpx client keeps no cookies: nothing ehrfetch calls needs one, and httpx would
+otherwise look through every answer for ``Set-Cookie``, building a urllib request per
+answer to do it (about 6 % of the client's CPU on loopback, scripts/bench_client_path.py).
+(aiohttp's session, under httpx, still has its own jar; its per-request cost is nil.)
 """
 
 from __future__ import annotations
+
+from typing import Any, NoReturn
 
 import httpx
 
@@ -58,11 +65,41 @@ def default_transport(settings: NetworkSettings) -> httpx.AsyncBaseTransport:
     return httpx.AsyncHTTPTransport(limits=limits(settings), retries=0)
 
 
+class NoCookies(httpx.Cookies):
+    """A cookie jar that stays empty: answers' ``Set-Cookie`` headers are not read."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None  # not parsed, not kept (see the module's docstring)
+
+    def set(self, name: str, value: str, domain: str = "", path: str = "/") -> NoReturn:
+        raise TypeError("ehrfetch's HTTP client keeps no cookies")
+
+
+class CookielessClient(httpx.AsyncClient):
+    """``httpx.AsyncClient`` whose cookie jar stays empty (see the module's docstring)."""
+
+    def __init__(self, **options: Any) -> None:
+        if options.get("cookies"):
+            raise TypeError("ehrfetch's HTTP client keeps no cookies")
+        super().__init__(**options)
+        self._no_cookies = NoCookies()
+
+    # httpx reads the jar through this property only: when it sends (to add a Cookie
+    # header) and when an answer comes (to store its Set-Cookie).
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> NoReturn:
+        raise TypeError("ehrfetch's HTTP client keeps no cookies")
+
+
 def build_client(
     settings: NetworkSettings, transport: httpx.AsyncBaseTransport | None = None
 ) -> httpx.AsyncClient:
     """The ``httpx.AsyncClient`` of one batch (tests pass an ASGI or respx transport)."""
-    return httpx.AsyncClient(
+    return CookielessClient(
         transport=transport if transport is not None else default_transport(settings),
         limits=limits(settings),
         timeout=timeout(settings),
@@ -84,14 +121,13 @@ async def read_capped(
     (for error answers, whose body only explains). A declared ``Content-Length`` over
     the cap fails before reading anything. The caller closes the response.
     """
-    url = str(response.request.url)
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes and not truncate:
         raise ResponseTooLarge(
             f"declared {int(declared)} bytes, over the {max_bytes}-byte cap "
             "(network.max_body_bytes); not read",
             organization_id=organization_id,
-            url=url,
+            url=str(response.request.url),
         )
     body = bytearray()
     async for chunk in response.aiter_bytes():
@@ -103,6 +139,6 @@ async def read_capped(
                 f"body over the {max_bytes}-byte cap (network.max_body_bytes); "
                 f"reading stopped after {len(body)} bytes",
                 organization_id=organization_id,
-                url=url,
+                url=str(response.request.url),
             )
     return bytes(body)

@@ -27,6 +27,7 @@ from ehrfetch.errors import (
     TransportError,
 )
 from ehrfetch.network import (
+    AccessToken,
     AttachmentRef,
     CallRecord,
     FetchedAttachment,
@@ -336,6 +337,46 @@ async def test_bad_answers_are_invalid_responses_and_not_retried(
     assert "1961" not in str(caught.value) and "Castellano" not in str(caught.value)
     [record] = only(net.records, "match")
     assert (record.status, record.outcome, record.tries) == (200, "invalid_response", 1)
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "accept", "content", "content_type", "with_token"),
+    [
+        ("POST", MATCH_URL, "application/fhir+json", b'{"a": 1}', "application/fhir+json", True),
+        ("GET", f"{DOCS_URL}?patient=p%201&status=current&_count=2", "application/fhir+json",
+         None, None, True),
+        ("GET", f"{BASE}/Binary/%C3%A9?x=1", "*/*", None, None, True),
+        ("GET", f"{NET}/directory", "application/fhir+json", None, None, False),
+    ],
+)  # fmt: skip
+async def test_requests_are_built_as_httpx_builds_them(
+    net: Harness,
+    org: Organization,
+    method: str,
+    url: str,
+    accept: str,
+    content: bytes | None,
+    content_type: str | None,
+    with_token: bool,
+) -> None:
+    """The client builds its requests from parts made once: they must not differ."""
+    token = AccessToken("secret-token-1", refresh_at=1e12, purpose_of_use="T-IAS")
+    async with net.client() as network:
+        request = network._request(
+            "match", org, method, url, accept=accept, content=content, content_type=content_type
+        )
+        for _ in range(2):  # the second time from the caches
+            built, text = network._build(request, url, token if with_token else None)
+            headers = {"Accept": accept}
+            if with_token:
+                headers["Authorization"] = "Bearer secret-token-1"
+            if content_type is not None:
+                headers["Content-Type"] = content_type
+            expected = network._http.build_request(method, url, content=content, headers=headers)
+            assert (built.method, built.url, text) == (method, expected.url, str(expected.url))
+            assert built.headers.raw == expected.headers.raw
+            assert built.content == expected.content
+            assert built.extensions == expected.extensions
 
 
 # -- retries ------------------------------------------------------------------------

@@ -135,3 +135,22 @@ async def test_one_policy_serves_concurrent_calls(
 
 def test_retried_errors_keep_their_url_without_query() -> None:
     assert http(503).url == "https://a.test/x"
+
+
+async def test_the_first_try_counts_as_a_try_of_the_policy(
+    settings: NetworkSettings, sleeps: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The first try runs before tenacity does: the policy must still see it as try 1.
+    caplog.set_level("INFO", logger="ehrfetch.network.retry")
+    attempt = Attempts(Retryable(http(503)), Retryable(http(503)))
+    assert await run(policy(settings, sleeps), attempt) == "done"
+    assert attempt.tries == 3 and len(sleeps) == 2
+    assert [m.split(" wait=")[0].rsplit(" ", 1)[1] for m in caplog.messages] == ["try=1", "try=2"]
+
+
+async def test_one_try_allowed_means_no_retry(sleeps: list[float]) -> None:
+    settings = NetworkSettings(max_tries=1)
+    attempt = Attempts(Retryable(http(503)))
+    with pytest.raises(HTTPStatusError):
+        await run(policy(settings, sleeps), attempt)
+    assert attempt.tries == 1 and sleeps == []

@@ -65,3 +65,21 @@ async def test_error_bodies_are_truncated_not_refused() -> None:
     stream = Chunks(100, 10)
     assert await read_capped(streamed(stream), 25, truncate=True) == b"y" * 25
     assert stream.sent == 3
+
+
+async def test_the_client_keeps_no_cookies() -> None:
+    sent: list[httpx.Request] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, headers={"Set-Cookie": "session=abc; Path=/"})
+
+    async with build_client(NetworkSettings(), httpx.MockTransport(server)) as client:
+        await client.get("https://a.test/one")
+        await client.get("https://a.test/two")
+        assert not client.cookies
+        with pytest.raises(TypeError):
+            client.cookies = {"session": "abc"}
+        with pytest.raises(TypeError):
+            client.cookies.set("session", "abc")
+    assert [r.headers.get("cookie") for r in sent] == [None, None]
