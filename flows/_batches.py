@@ -15,7 +15,8 @@ measures (docs/benchmarks.md).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.runtime import task_run
+from prefect.server.api.server import SubprocessASGIServer
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -90,12 +93,13 @@ async def run_batches(
         return done
 
     workers = settings.orchestration.batch_concurrency
+    in_processes = settings.orchestration.task_runner == "processes"
     runner: TaskRunner[Any] = (
         ProcessPoolTaskRunner(max_workers=workers)
-        if settings.orchestration.task_runner == "processes"
+        if in_processes
         else ThreadPoolTaskRunner[Any](max_workers=workers)
     )
-    with runner:
+    with _workers_report_here() if in_processes else contextlib.nullcontext(), runner:
         for batch_id in batch_ids:
             future: PrefectFuture[Any] = runner.submit(
                 acquire_batch, {"batch_id": batch_id, "config_file": config_file}
@@ -111,6 +115,26 @@ async def run_batches(
                 runs.abandon_batch(sessions, batch_id, reason, runs.utcnow())
             progress = tracker.finished(batch_id)
             await aupdate_progress_artifact(progress_id, progress=100 * progress.fraction)
+
+
+@contextlib.contextmanager
+def _workers_report_here() -> Iterator[None]:
+    """Batch worker processes report to this process's Prefect API.
+
+    With no ``PREFECT_API_URL`` (``ehrfetch run`` on a temporary server, its default),
+    each spawned worker would start a temporary server of its own: the batches' task
+    runs would be recorded where nobody looks, at a few hundred MB each. Workers inherit
+    this process's settings with each task, so the server's address goes there while
+    the pool runs.
+    """
+    if PREFECT_API_URL.value():
+        yield
+        return
+    # The temporary server this process's client started (one per process, port None).
+    # In the settings, not only the environment: the runner hands workers this
+    # process's settings context along with its environment.
+    with temporary_settings(updates={PREFECT_API_URL: SubprocessASGIServer().api_url}):
+        yield
 
 
 async def publish_summary(summary: runs.RunSummary) -> None:

@@ -76,6 +76,19 @@ def test_every_figure_is_reported(bench: tuple[dict[str, Any], str, str]) -> Non
         pipeline["resources_per_s"] / figures["validation_limit"]["resources_per_s"], rel=0.01
     )
     assert ratios["requests_vs_allowed_rate"] is None  # LAN: no allowance
+    # What a pipeline costing nothing would reach: this run's resources per request at
+    # the plain client's rate, against validation alone.
+    assert ratios["resources_ceiling_at_plain_client_rate"] == pytest.approx(
+        figures["http_limit"]["requests_per_s"]
+        * pipeline["resources_derived"]
+        / requests["total"]
+        / figures["validation_limit"]["resources_per_s"],
+        rel=0.01,
+    )
+    # Where the machine's CPU went: the Prefect server the run starts did work; the
+    # store here is SQLite, so PostgreSQL's share is whatever else ran (not negative).
+    assert pipeline["prefect_server_cpu_s"] > 0
+    assert pipeline["postgres_cpu_s"] >= 0
 
 
 def test_the_run_is_recorded_as_markdown_with_its_command(
@@ -87,7 +100,9 @@ def test_the_run_is_recorded_as_markdown_with_its_command(
     assert figures["command"].startswith("ehrfetch bench throughput --participants 200")
     assert figures["command"] in record and figures["machine"] in record
     rows = ("requests / s by kind", "share of 429 answers", "client CPU per request",
-            "ratio: requests / plain client", "ratio: resources / validation alone")  # fmt: skip
+            "ratio: requests / plain client", "ratio: resources / validation alone",
+            "CPU per participant: pipeline / network / PostgreSQL / Prefect servers / "
+            "whole machine")  # fmt: skip
     for row in rows:
         assert f"| {row} |" in record
     assert "participants_per_s" in stdout

@@ -452,3 +452,23 @@ def test_a_killed_run_converges_on_the_uninterrupted_store(
         assert set(got["attempts"].values()) == {1}
     for key in expected.keys() - {"attempts"}:
         assert got[key] == expected[key], f"{key} differ from the uninterrupted run's"
+
+
+def test_batches_in_processes_report_to_the_runs_own_prefect_server(
+    network: Network, reference: Reference, prefect_home: Path, tmp_path: Path
+) -> None:
+    # Batch worker processes spawned for a run on a temporary Prefect server used to
+    # start one of their own each (task runs recorded where nobody looks, a few hundred
+    # MB each): they report to the run's server, and the run ends as the threaded one.
+    db = new_store(network, tmp_path / "processes", prefect_home)
+    code = db.run(
+        "run",
+        log="processes",
+        orchestration__task_runner="processes",
+        orchestration__batch_concurrency="2",
+    )
+    output = (db.path.parent / "processes.log").read_text(errors="replace")
+    assert code == 0, db.output()
+    assert output.count("Starting temporary server") == 1, output[-3000:]
+    assert open_work(db) == ([], []), db.output()
+    assert snapshot(db)["final_outcomes"] == reference.snapshot()["final_outcomes"]

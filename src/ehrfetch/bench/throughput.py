@@ -426,6 +426,8 @@ def run_pipeline(
         3,
     )
     figures["prefect_server_peak_rss_mb"] = round(peak.prefect_kib / 1024, 1)
+    figures["prefect_server_cpu_s"] = round(peak.prefect_cpu_s, 1)
+    figures["postgres_cpu_s"] = round(peak.postgres_cpu_s, 1)
     figures["log"] = str(log)
     return figures
 
@@ -440,22 +442,46 @@ class TreePeak:
     prefect_kib: int = 0
     cpu_ticks: dict[int, int] = field(default_factory=dict)
     """Pipeline processes' CPU (user + system, clock ticks) at their last sample."""
+    prefect_ticks: dict[int, int] = field(default_factory=dict)
+    """The same for the Prefect servers the pipeline starts."""
+    postgres_ticks: dict[int, int] = field(default_factory=dict)
+    """The same for this machine's PostgreSQL processes, less what they had used before."""
+    postgres_before: dict[int, int] | None = None
 
     @property
     def pipeline_cpu_s(self) -> float:
         return sum(self.cpu_ticks.values()) / os.sysconf("SC_CLK_TCK")
 
+    @property
+    def prefect_cpu_s(self) -> float:
+        return sum(self.prefect_ticks.values()) / os.sysconf("SC_CLK_TCK")
+
+    @property
+    def postgres_cpu_s(self) -> float:
+        before = self.postgres_before or {}
+        used = sum(t - before.get(pid, 0) for pid, t in self.postgres_ticks.items())
+        return used / os.sysconf("SC_CLK_TCK")
+
     def sample(self, root: int) -> None:
         parents: dict[int, int] = {}
         ticks: dict[int, int] = {}
+        postgres: dict[int, int] = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
+                command, fields = _stat_fields(stat.read_text())
+            except (OSError, ValueError):
                 continue
             pid = int(stat.parent.name)
             parents[pid] = int(fields[1])
             ticks[pid] = int(fields[11]) + int(fields[12])
+            if command == "postgres":
+                postgres[pid] = ticks[pid]
+        # A backend that ends between two samples loses what it used since the last one
+        # (at most the sampling interval's worth): the figure is a floor.
+        if self.postgres_before is None:
+            self.postgres_before = dict(postgres)
+        for pid, used in postgres.items():
+            self.postgres_ticks[pid] = max(self.postgres_ticks.get(pid, 0), used)
         tree, frontier = {root}, [root]
         while frontier:
             parent = frontier.pop()
@@ -477,11 +503,18 @@ class TreePeak:
                 continue
             if b"prefect.server" in cmdline or b"uvicorn" in cmdline:
                 prefect += rss
+                self.prefect_ticks[pid] = max(self.prefect_ticks.get(pid, 0), ticks.get(pid, 0))
             else:
                 pipeline += rss
                 self.cpu_ticks[pid] = max(self.cpu_ticks.get(pid, 0), ticks.get(pid, 0))
         self.pipeline_kib = max(self.pipeline_kib, pipeline)
         self.prefect_kib = max(self.prefect_kib, prefect)
+
+
+def _stat_fields(text: str) -> tuple[str, list[str]]:
+    """The command name and the fields after it of a /proc/PID/stat line."""
+    head, _, tail = text.rpartition(")")
+    return head.partition("(")[2], tail.split()
 
 
 def _samples(path: Path) -> Iterator[tuple[list[str], int]]:
@@ -736,6 +769,19 @@ def run_throughput_bench(
         "requests_vs_allowed_rate": (
             round(request_figures["per_s"] / allowed, 3) if allowed else None
         ),
+        # The resources ratio a pipeline that cost no CPU at all would reach, asking at
+        # the plain client's rate: each request brings this run's resources per request.
+        "resources_ceiling_at_plain_client_rate": (
+            round(
+                limit.requests_per_s
+                * figures["resources_derived"]
+                / requests
+                / validation.resources_per_s,
+                3,
+            )
+            if requests and limit.requests_per_s and validation.resources_per_s
+            else None
+        ),
     }
     return ThroughputResult(
         command=command,
@@ -805,6 +851,21 @@ def as_dict(result: ThroughputResult) -> dict[str, Any]:
     return asdict(result)
 
 
+def _cpu_per_participant(p: dict[str, Any]) -> str:
+    done = p.get("participants_done") or 0
+    if not done:
+        return "–"
+    machine = p["machine_busy_share"] * (os.cpu_count() or 1) * p["process_wall_s"]
+    parts = [
+        p.get("tree_cpu_s"),
+        p.get("network_cpu_s"),
+        p.get("postgres_cpu_s"),
+        p.get("prefect_server_cpu_s"),
+        machine,
+    ]
+    return " / ".join("–" if v is None else f"{1000 * v / done:.1f}" for v in parts) + " ms"
+
+
 def markdown(result: ThroughputResult) -> str:
     """The run as a section of docs/benchmarks.md: command, date, machine, figures."""
     p = result.pipeline
@@ -852,6 +913,10 @@ def markdown(result: ThroughputResult) -> str:
         ("ratio: resources / validation alone",
          fmt(result.ratios["resources_vs_validation_alone"])),
         ("ratio: requests / allowed rate", fmt(result.ratios["requests_vs_allowed_rate"])),
+        ("resources ratio if ehrfetch cost nothing, at the plain client's rate",
+         fmt(result.ratios.get("resources_ceiling_at_plain_client_rate"))),
+        ("CPU per participant: pipeline / network / PostgreSQL / Prefect servers / whole machine",
+         _cpu_per_participant(p)),
     ]  # fmt: skip
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
     return (
