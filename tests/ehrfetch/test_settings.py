@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from ehrfetch.errors import ConfigError
 from ehrfetch.settings import Settings, StoreSettings, load_settings
+from ehrfetch.store.engine import create_store_engine
 
 
 def write(path: Path, text: str) -> Path:
@@ -107,3 +109,19 @@ def test_settings_are_immutable() -> None:
     settings = Settings()
     with pytest.raises(ValueError, match="frozen"):
         settings.cohort.batch_size = 3  # type: ignore[misc]
+
+
+def test_each_store_worker_thread_keeps_its_postgresql_connection() -> None:
+    # Store work runs on asyncio.to_thread's default executor (min(32, cores + 4)
+    # threads): with fewer pooled connections, the rest are opened and closed per
+    # transaction, a new PostgreSQL backend each time.
+    threads = min(32, (os.cpu_count() or 1) + 4)
+    default = StoreSettings(url="postgresql://ehrfetch@127.0.0.1:1/ehrfetch")
+    assert default.connections() == threads + 2
+    engine = create_store_engine(default)  # no connection is made until one is used
+    assert engine.pool.size() == threads + 2  # type: ignore[attr-defined]
+    chosen = create_store_engine(default.model_copy(update={"pool_size": 3}))
+    assert chosen.pool.size() == 3  # type: ignore[attr-defined]
+    sqlite_file = create_store_engine(StoreSettings(url="sqlite:///store.db"))
+    assert sqlite_file.pool.size() == threads + 2  # type: ignore[attr-defined]
+    create_store_engine(StoreSettings(url="sqlite://"))  # in memory: no pool to size

@@ -17,15 +17,31 @@ def create_store_engine(settings: StoreSettings) -> Engine:
     """An engine for the configured store, with SQLite tuned for one writer, many readers."""
     url = settings.sqlalchemy_url()
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, echo=settings.echo)
-    return create_engine(url, echo=settings.echo, pool_pre_ping=True, json_serializer=json_text)
+        return _sqlite_engine(url, echo=settings.echo, connections=settings.connections())
+    size = settings.connections()
+    return create_engine(
+        url,
+        echo=settings.echo,
+        pool_pre_ping=True,
+        # Every worker thread keeps its connection: overflow connections are closed on
+        # return, and a 100,000-participant run opened new backends several times a
+        # second with the default pool of 5.
+        pool_size=size,
+        max_overflow=size,
+        json_serializer=json_text,
+    )
 
 
-def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
+def _sqlite_engine(url: URL, *, echo: bool, connections: int) -> Engine:
+    # As for PostgreSQL: each connection opened runs the PRAGMAs below again. (An
+    # in-memory database has one connection per thread and no pool to size.)
+    in_memory = url.database in (None, "", ":memory:")
+    pool = {} if in_memory else {"pool_size": connections, "max_overflow": connections}
     engine = create_engine(
         url,
         echo=echo,
         json_serializer=json_text,
+        **pool,
         # A writer holding the lock makes others wait this long, not fail at once.
         connect_args={"timeout": 30},
     )
