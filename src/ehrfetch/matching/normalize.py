@@ -29,6 +29,13 @@ from nicknames import NickNamer
 
 from ehrfetch.cohort.records import PostalAddress
 
+# Entries each cache below keeps. Names follow a steep frequency curve: a few thousand
+# entries catch the repeats. Caches of 65,536 held ~100 MB per process once full (filled
+# with distinct names), which a batch worker reaches tens of thousands of participants
+# into a long run: memory that grew with N (docs/benchmarks.md, "Throughput").
+NAMES_CACHED = 8_192
+FORMS_CACHED = 4_096
+
 # -- names --------------------------------------------------------------------------------
 
 # Dropped without a word break: "O'Brien" is "OBrien", "St. John" is "St John".
@@ -43,7 +50,7 @@ SURNAME_PARTICLES = frozenset(
 _SAINT = {"st": "saint", "ste": "sainte"}
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=NAMES_CACHED)
 def fold(text: str) -> str:
     """Lower-case ASCII words separated by single spaces: 'José  García-Núñez' ->
     'jose garcia nunez'. Letters with no ASCII base are kept as they are."""
@@ -53,7 +60,7 @@ def fold(text: str) -> str:
     return " ".join(_NON_WORD.sub(" ", lowered).split())
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=NAMES_CACHED)
 def name_words(text: str) -> tuple[str, ...]:
     """The words of a folded name: hyphens and spaces are the same thing."""
     return tuple(_SAINT.get(word, word) for word in fold(text).split())
@@ -65,7 +72,7 @@ def joined(text: str) -> str:
     return "".join(name_words(text))
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=NAMES_CACHED)
 def surname_parts(text: str) -> frozenset[str]:
     """The distinguishing parts of a surname, particles left out: 'de la Cruz-Ortiz' ->
     {'cruz', 'ortiz'}. One-letter parts are initials, not surnames."""
@@ -77,17 +84,17 @@ def _nicknamer() -> NickNamer:
     return NickNamer()
 
 
-@functools.lru_cache(maxsize=16_384)
+@functools.lru_cache(maxsize=FORMS_CACHED)
 def _canonicals(name: str) -> frozenset[str]:
     return frozenset(_nicknamer().canonicals_of(name))
 
 
-@functools.lru_cache(maxsize=16_384)
+@functools.lru_cache(maxsize=FORMS_CACHED)
 def _nicknames(name: str) -> frozenset[str]:
     return frozenset(_nicknamer().nicknames_of(name))
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=NAMES_CACHED)
 def are_nicknames(a: str, b: str) -> bool:
     """True when the table links two folded given names directly (Bob/Robert) or as two
     nicknames of one longer name (Bob/Rob through Robert, Jim/Jimmy through James).
@@ -105,7 +112,7 @@ def are_nicknames(a: str, b: str) -> bool:
     return any(len(c) >= longest for c in _canonicals(a) & _canonicals(b))
 
 
-@functools.lru_cache(maxsize=16_384)
+@functools.lru_cache(maxsize=FORMS_CACHED)
 def name_forms(name: str) -> frozenset[str]:
     """A folded given name with its nicknames and the names it is a nickname of."""
     return frozenset({name}) | _nicknames(name) | _canonicals(name)
@@ -171,7 +178,7 @@ def jaro_winkler(a: str, b: str, prefix_scale: float = 0.1) -> float:
     return jaro + prefix * prefix_scale * (1 - jaro)
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=NAMES_CACHED)
 def is_typo(a: str, b: str) -> bool:
     """One keying slip between two folded names, or two in names of five letters or more
     when Jaro-Winkler agrees they are close (a slip at enrollment and another at the
@@ -306,7 +313,7 @@ def _street_core(words: list[str]) -> list[str]:
     return core
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=NAMES_CACHED)
 def normalize_address(
     line1: str | None,
     line2: str | None,
@@ -350,7 +357,7 @@ def normal_address(address: PostalAddress) -> NormalAddress:
 # -- phone, email, SSN --------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=16_384)
+@functools.lru_cache(maxsize=FORMS_CACHED)
 def normalize_phone(raw: str, region: str = "US") -> str | None:
     """E.164, or None when the text is not a possible number. Possible, not valid: an
     organization's record may carry a fictional 555 number, and it must still match the
