@@ -32,7 +32,7 @@ from ehrfetch.store.tables import (
     ResourceSource,
     table_of,
 )
-from ehrfetch.store.types import json_text
+from ehrfetch.store.types import UtcDateTime, json_text
 from ehrfetch.store.upsert import insert_missing
 
 _DOCUMENT = table_of(Document)
@@ -409,16 +409,16 @@ _INSERT_RESOURCES_PG = text(
 def _insert_new_postgresql(
     session: Session, participant_id: int, rows: list[dict[str, Any]]
 ) -> dict[tuple[str, str], int]:
-    for row in rows:
-        if row["created_at"].tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
+    # Raw SQL bypasses the column types: the UTC rule (naive times refused) is applied here.
+    utc = UtcDateTime()
+    dialect = session.get_bind().dialect
     params = {
         "pid": participant_id,
         "types": [row["resource_type"] for row in rows],
         "fhir_ids": [row["fhir_id"] for row in rows],
         "keys": [row["dedup_key"] for row in rows],
         "bodies": [json_text(row["body"]) for row in rows],
-        "ats": [row["created_at"] for row in rows],
+        "ats": [utc.process_bind_param(row["created_at"], dialect) for row in rows],
     }
     found = session.execute(_INSERT_RESOURCES_PG, params)
     return {(kind, key): int(rid) for kind, key, rid in found}
