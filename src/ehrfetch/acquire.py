@@ -58,7 +58,7 @@ from ehrfetch.store.documents import (
 )
 from ehrfetch.store.links import LinkRow, accepted_links, save_links
 from ehrfetch.store.purge import consent_gate, consent_in_force_now
-from ehrfetch.store.tables import AttemptOutcome, LinkDecision, PatientLink
+from ehrfetch.store.tables import AttemptOutcome, DocumentStatus, LinkDecision, PatientLink
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,6 +97,10 @@ class AcquireContext:
 class _Tally:
     documents: int = 0
     resources: int = 0
+    stored_before: int = 0
+    """Documents the organizations still list that an earlier attempt stored: a run that
+    died after storing them but before recording the attempt's outcome (outcomes are
+    written about once a second) must not call the retry "no documents"."""
     errors: list[str] = field(default_factory=list)
     withdrawn: bool = False
     saves: list[DocumentToSave] = field(default_factory=list)
@@ -182,7 +186,7 @@ async def acquire_participant(
 
     def store_links(
         session: Session,
-    ) -> tuple[dict[Any, PatientLink], list[PatientLink], set[tuple[str, str]]]:
+    ) -> tuple[dict[Any, PatientLink], list[PatientLink], dict[tuple[str, str], DocumentStatus]]:
         saved = save_links(session, pid, links, ctx.clock(), rules=ctx.rules)
         # Accepted links include an operator's accept from the review queue.
         return saved, accepted_links(session, pid), stored_document_ids(session, pid)
@@ -237,7 +241,8 @@ async def _write_pending(ctx: AcquireContext, member: Member, tally: _Tally) -> 
 
 def _outcome(accepted: list[PatientLink], in_review: bool, tally: _Tally) -> AttemptResult:
     if accepted:
-        outcome = AttemptOutcome.RETRIEVED if tally.documents else AttemptOutcome.NO_DOCUMENTS
+        stored = tally.documents or tally.stored_before
+        outcome = AttemptOutcome.RETRIEVED if stored else AttemptOutcome.NO_DOCUMENTS
     elif in_review:
         outcome = AttemptOutcome.NEEDS_REVIEW
     elif tally.errors:
@@ -260,14 +265,17 @@ async def _retrieve(
     member: Member,
     link: PatientLink,
     org: Organization,
-    known: set[tuple[str, str]],
+    known: dict[tuple[str, str], DocumentStatus],
     tally: _Tally,
 ) -> None:
     rid = member.research_id
     try:
         async for entry in ctx.network.documents(org, link.network_patient_id, rid):
-            if (org.id, entry.id) in known:
-                continue  # fetched by an earlier run (stored or quarantined)
+            state = known.get((org.id, entry.id))
+            if state is not None:  # fetched by an earlier run (stored or quarantined)
+                if state == DocumentStatus.STORED:
+                    tally.stored_before += 1
+                continue
             await _one_document(ctx, member, link, org, entry, tally)
             if tally.pending_bytes > PENDING_BYTES:
                 await _write_pending(ctx, member, tally)

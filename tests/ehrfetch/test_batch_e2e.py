@@ -178,10 +178,15 @@ async def test_batch_end_to_end_and_rerun_changes_nothing(
     before = snapshot(db)
     with db.sessions.begin() as session:
         assert reopen_batch(session, batch_id, only_failed=False) == len(attempts)
-    await run_batch(
+    again = await run_batch(
         batch_id, mock.settings(), db.sessions, transport=mock.transport(), sleep=no_wait
     )
     assert snapshot(db) == before
+    # Documents stored by the first attempt still count: a participant whose outcome was
+    # lost with a killed run is "retrieved" on the retry, not "no documents" (the retry
+    # fetches nothing new).
+    assert again.outcomes == result.outcomes
+    assert again.resources == 0
 
 
 def faulty(mock: MockNetwork, **rates: float) -> NetworkConfig:

@@ -86,14 +86,17 @@ class SaveResult:
     new_resources: int = 0
 
 
-def stored_document_ids(session: Session, participant_id: int) -> set[tuple[str, str]]:
-    """(organization, DocumentReference id) of every document already fetched, in any state."""
+def stored_document_ids(
+    session: Session, participant_id: int
+) -> dict[tuple[str, str], DocumentStatus]:
+    """(organization, DocumentReference id) of every document already fetched, with its
+    state (stored or quarantined)."""
     rows = session.execute(
-        select(Document.organization_id, Document.document_reference_id).where(
+        select(Document.organization_id, Document.document_reference_id, Document.status).where(
             Document.participant_id == participant_id
         )
     )
-    return {(org, ref) for org, ref in rows}
+    return {(org, ref): status for org, ref, status in rows}
 
 
 def consent_active(session: Session, participant_id: int, rules: CohortRules) -> bool:

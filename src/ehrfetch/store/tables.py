@@ -110,7 +110,8 @@ OPEN_BATCH_STATUSES = (BatchStatus.PENDING, BatchStatus.RUNNING)
 
 class AttemptOutcome(StrEnum):
     RETRIEVED = "retrieved"
-    """At least one accepted link, documents fetched."""
+    """At least one accepted link, and documents stored for it (by this attempt or an
+    earlier one whose outcome was never recorded, or a re-run)."""
     NO_DOCUMENTS = "no_documents"
     """Accepted links, but the organizations hold no documents for them."""
     NO_MATCH = "no_match"
