@@ -693,7 +693,7 @@ class Population:
             birth_date = dt.date(birth_date.year, birth_date.day, birth_date.month)
             noise.append("dob_transposed")
         elif chance(0.008):
-            birth_date = dob_typo(rng, birth_date)
+            birth_date = dob_typo(rng, birth_date, self.reference)
             noise.append("dob_typo")
         parents = [i for i, rel in person.related if rel in PARENT_RELATIONS]
         if parents and unit(self.seed, "dob-of-parent", index, org_id) < 0.04 * scale:
@@ -781,12 +781,28 @@ def typo(rng: random.Random, text: str) -> str:
     return text[:i] + rng.choice(neighbours) + text[i + 1 :]
 
 
-def dob_typo(rng: random.Random, value: dt.date) -> dt.date:
-    """A single-digit slip in the day or the year."""
+def dob_typo(rng: random.Random, value: dt.date, latest: dt.date) -> dt.date:
+    """A single-digit slip in the day or the year, never past ``latest`` (the network's
+    "today": registration systems refuse a birth date in the future, and documents built
+    for such a record failed) and never onto the same date. A slip that would land
+    past ``latest``, or off the month, goes the other way; the draws are the same, so
+    every other record stays as it was."""
     if rng.random() < 0.5:
-        day = value.day + rng.choice((-1, 1))
+        step = rng.choice((-1, 1))
         last = calendar.monthrange(value.year, value.month)[1]
-        return value.replace(day=min(max(day, 1), last))
-    year = value.year + rng.choice((-1, 1, -10, 10))
-    last = calendar.monthrange(year, value.month)[1]
-    return dt.date(year, value.month, min(value.day, last))
+        for day in (value.day + step, value.day - step):
+            if 1 <= day <= last and value.replace(day=day) <= latest:
+                return value.replace(day=day)
+        # Born on latest itself, the 1st of its month: no day either way; a year earlier.
+        return _on_year(value, value.year - 1)
+    delta = rng.choice((-1, 1, -10, 10))
+    if value.year + delta > latest.year:
+        delta = -delta
+    slipped = _on_year(value, value.year + delta)
+    # In latest's own year but later in it: the slip the other way.
+    return slipped if slipped <= latest else _on_year(value, value.year - abs(delta))
+
+
+def _on_year(value: dt.date, year: int) -> dt.date:
+    """The same month and day in another year (the 28th for the 29th of February)."""
+    return dt.date(year, value.month, min(value.day, calendar.monthrange(year, value.month)[1]))

@@ -128,7 +128,12 @@ def _address_cells(address: Address) -> tuple[str, str, str, str, str]:
 
 
 def enrollment_row(
-    person: Person, research_id: str, ehr_on_file: bool, rng: random.Random, noise_scale: float
+    person: Person,
+    research_id: str,
+    ehr_on_file: bool,
+    rng: random.Random,
+    noise_scale: float,
+    reference: dt.date,
 ) -> tuple[dict[str, str], list[str]]:
     """What the participant typed at enrollment, and which slips they made."""
     noise: list[str] = []
@@ -161,7 +166,7 @@ def enrollment_row(
         birth = dt.date(birth.year, birth.day, birth.month)
         noise.append("dob_transposed")
     elif chance(0.005):
-        birth = dob_typo(rng, birth)
+        birth = dob_typo(rng, birth, reference)
         noise.append("dob_typo")
     sex = person.sex
     if rng.random() < 0.2:
@@ -300,7 +305,7 @@ def build_roster(
         research_id = _research_id(id_rng, used)
         rng = rng_for(population.seed, "enrollment", roster.seed, index)
         ehr_on_file = rng.random() < roster.ehr_on_file
-        row, noise = enrollment_row(person, research_id, ehr_on_file, rng, roster.noise)
+        row, noise = enrollment_row(person, research_id, ehr_on_file, rng, roster.noise, reference)
         consents, status = consent_rows(research_id, rng, config, reference)
         participants.append(
             Participant(research_id, person, row, consents, status, ehr_on_file, noise)

@@ -349,6 +349,9 @@ def _build_procedures(
 @functools.lru_cache(maxsize=8192)
 def person_facts(person_key: int, seed: int, birth_year: int) -> PersonFacts:
     r = rng("person-facts", seed, person_key)
+    # A population whose reference date is later than the documents' clock could hold
+    # someone born after it: their history ends where it began, instead of an empty range.
+    birth_year = min(birth_year, REFERENCE_DATE.year)
     born = dt.date(birth_year, 7, 1)
     start = max(REFERENCE_DATE.replace(year=REFERENCE_DATE.year - _HISTORY_YEARS), born + 60 * _DAY)
     start = min(start, REFERENCE_DATE - 90 * _DAY)

@@ -276,3 +276,14 @@ def test_text_note_is_a_plain_clinical_note() -> None:
     ):
         assert heading in note
     assert s.patient_id in note
+
+
+def test_documents_for_a_record_born_at_or_past_the_documents_clock() -> None:
+    # A record born in the documents' reference year or later (a birth-year slip, or a
+    # population with a later reference date) made every document of it a 500: "empty
+    # range for randrange" from an allergy's onset year.
+    for year in (2025, 2026, 2034):
+        for k in range(60):
+            born = DocSubject(k, f"MRN{k:06d}", "Dana", "Ruiz", dt.date(year, 3, 1), "female")
+            for index in range(3):
+                assert make_document(born, "org-1", "North Clinic", SEED, index, DocumentMix())

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import collections
+import datetime as dt
+import random
 import time
 
 import phonenumbers
 
 from mock_network.config import NetworkConfig, OrgConfig, PopulationConfig
 from mock_network.index import BlockingIndex
-from mock_network.population import JUNIOR_SENIOR, NAMESAKE, TWIN, Population
+from mock_network.population import JUNIOR_SENIOR, NAMESAKE, TWIN, Population, dob_typo
 
 
 def _config(seed: int = 11, size: int = 2000) -> NetworkConfig:
@@ -171,3 +173,21 @@ def test_index_finds_every_person_by_birth_date(population: Population) -> None:
     index = BlockingIndex.build(population)
     for i in range(0, 2000, 97):
         assert i in index.lookup([dob_key(population.person(i).birth_date)])
+
+
+def test_a_birth_date_slip_never_lands_in_the_future() -> None:
+    # A +10-year slip on a child's birth date used to give a birth year past the
+    # network's "today": the documents built for that record then failed with a 500.
+    latest = dt.date(2025, 1, 1)
+    draws = 0
+    for born in (dt.date(2024, 12, 31), dt.date(2024, 6, 15), dt.date(2019, 3, 31), latest):
+        for seed in range(400):
+            slipped = dob_typo(random.Random(seed), born, latest)
+            assert slipped <= latest, (born, seed, slipped)
+            assert slipped != born  # still a slip
+            draws += 1
+    # Far from the limit the slip is what it always was: the same draws, the same dates.
+    old = dt.date(1961, 5, 31)
+    years = {dob_typo(random.Random(seed), old, latest).year for seed in range(400)}
+    assert years == {1951, 1960, 1961, 1962, 1971}
+    assert draws == 1600
