@@ -9,6 +9,7 @@ PostgreSQL fails the run instead of skipping those tests.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,19 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
         if name.startswith("EHRFETCH__"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_prefect_servers_stop_with_the_session() -> Iterator[None]:
+    """A temporary Prefect server started in this process (a flow run with no API URL)
+    is stopped by Prefect from atexit, after pytest has closed the stream its log
+    handler writes to: a "Logging error" traceback after the summary. Stop such
+    servers while the session's streams are still open."""
+    yield
+    server = sys.modules.get("prefect.server.api.server")
+    if server is not None:
+        for instance in list(server.SubprocessASGIServer._instances.values()):
+            instance.stop()
 
 
 def _backends() -> list[object]:
