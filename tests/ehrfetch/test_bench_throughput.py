@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
+from ehrfetch.bench.rss_curve import RssCurve, at_shares
 from ehrfetch.bench.throughput import (
     PROFILES,
     TreePeak,
@@ -89,6 +90,11 @@ def test_every_figure_is_reported(bench: tuple[dict[str, Any], str, str]) -> Non
     # store here is SQLite, so PostgreSQL's share is whatever else ran (not negative).
     assert pipeline["prefect_server_cpu_s"] > 0
     assert pipeline["postgres_cpu_s"] >= 0
+    # Memory against progress: sampled while the run went, counts only going up.
+    curve = pipeline["rss_curve"]
+    assert curve and all(mb > 0 for _, mb in curve), curve
+    done = [d for d, _ in curve]
+    assert done == sorted(set(done)) and done[-1] <= 200
 
 
 def test_the_run_is_recorded_as_markdown_with_its_command(
@@ -153,3 +159,25 @@ def test_the_recorded_command_carries_the_settings_it_ran_under_but_no_secret() 
     assert command == (
         "EHRFETCH__ORCHESTRATION__TASK_RUNNER=processes ehrfetch bench throughput --participants 10"
     )
+
+
+def test_the_rss_curve_follows_the_progress_lines(tmp_path: Path) -> None:
+    log = tmp_path / "pipeline.log"
+    curve = RssCurve(log)
+    curve.observe(1024)  # no log yet: nothing
+    log.write_bytes(b"starting\n")
+    curve.observe(1024)  # no progress line yet: nothing
+    lines = [b"batches 0/3, participants 0/2999\n", b"noise " * 2000 + b"\n"]
+    with log.open("ab") as fh:
+        fh.writelines(lines)
+    curve.observe(100 * 1024)
+    curve.observe(150 * 1024)  # the same count: not a new point
+    for n, kib in ((1000, 200), (2000, 210), (2999, 220)):
+        with log.open("ab") as fh:
+            fh.write(f"12:00 | INFO | batch done\nbatches 1/3, participants {n}/2999\n".encode())
+        curve.observe(kib * 1024)
+    assert curve.points == [(0, 100.0), (1000, 200.0), (2000, 210.0), (2999, 220.0)]
+    # The table row: the points nearest to a tenth, a quarter, half … of the last count.
+    assert at_shares(curve.points) == [(0, 100.0), (1000, 200.0), (2000, 210.0), (2999, 220.0)]
+    assert at_shares([[10, 1.0], [20, 2.0]], shares=(0.5, 1.0)) == [(10, 1.0), (20, 2.0)]
+    assert at_shares([]) == []

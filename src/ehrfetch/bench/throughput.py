@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ehrfetch import store
 from ehrfetch.acquire import CDA_XML, FHIR_JSON, match_query
+from ehrfetch.bench.rss_curve import RssCurve, at_shares
 from ehrfetch.cohort.importing import import_consents, import_roster
 from ehrfetch.cohort.reading import ReadContext
 from ehrfetch.errors import EhrfetchError, sanitize_url
@@ -408,6 +409,7 @@ def run_pipeline(
     started = time.monotonic()
     busy_before = machine_busy_s()
     peak = TreePeak()
+    curve = RssCurve(log)
     with log.open("wb") as out:
         # The JSON summary goes to stdout (the log); progress and warnings to stderr.
         child = subprocess.Popen(  # noqa: S603 - our own module or py-spy, fixed arguments
@@ -415,11 +417,13 @@ def run_pipeline(
         )
         while child.poll() is None:
             peak.sample(child.pid)
+            curve.observe(peak.pipeline_now_kib)
             time.sleep(0.5)
     figures: dict[str, Any] = orjson.loads(usage.read_bytes()) if usage.exists() else {}
     figures["process_wall_s"] = round(time.monotonic() - started, 2)
     figures["exit_code"] = child.returncode
     figures["tree_peak_rss_mb"] = round(peak.pipeline_kib / 1024, 1)
+    figures["rss_curve"] = curve.points
     figures["tree_cpu_s"] = round(peak.pipeline_cpu_s, 1)
     figures["machine_busy_share"] = round(
         (machine_busy_s() - busy_before) / ((os.cpu_count() or 1) * (time.monotonic() - started)),
@@ -440,6 +444,8 @@ class TreePeak:
 
     pipeline_kib: int = 0
     prefect_kib: int = 0
+    pipeline_now_kib: int = 0
+    """The pipeline's RSS at the last sample."""
     cpu_ticks: dict[int, int] = field(default_factory=dict)
     """Pipeline processes' CPU (user + system, clock ticks) at their last sample."""
     prefect_ticks: dict[int, int] = field(default_factory=dict)
@@ -507,6 +513,7 @@ class TreePeak:
             else:
                 pipeline += rss
                 self.cpu_ticks[pid] = max(self.cpu_ticks.get(pid, 0), ticks.get(pid, 0))
+        self.pipeline_now_kib = pipeline
         self.pipeline_kib = max(self.pipeline_kib, pipeline)
         self.prefect_kib = max(self.prefect_kib, prefect)
 
@@ -902,6 +909,9 @@ def markdown(result: ThroughputResult) -> str:
         ("peak RSS: pipeline (all its processes) / Prefect server / network",
          f"{fmt(p.get('tree_peak_rss_mb'))} MB / {fmt(p.get('prefect_server_peak_rss_mb'))} MB"
          f" / {fmt(result.network['peak_rss_mb'])} MB"),
+        ("pipeline RSS (all its processes) by participants done",
+         " · ".join(f"{fmt(done)}: {fmt(mb)} MB" for done, mb in at_shares(p.get("rss_curve", [])))
+         or "–"),
         ("store size", f"{p['store_bytes'] / 2**20:,.0f} MiB"),
         ("plain aiohttp client, same mix", f"{fmt(lim.requests_per_s)} req/s "
          f"({fmt(lim.requests)} requests, {lim.concurrency} participants at once)"
