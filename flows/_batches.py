@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,13 +59,19 @@ def settings_from(config_file: str | None) -> Settings:
     # Running a batch must never be skipped as "already done": the store decides.
     cache_policy=NO_CACHE,
 )
-async def acquire_batch(batch_id: int, config_file: str | None) -> BatchResult:
+async def acquire_batch(
+    batch_id: int, config_file: str | None, pacing_dir: str | None = None
+) -> BatchResult:
     # Settings and the store are opened in the task (in its thread and event loop), so a
     # task needs nothing but JSON parameters: the same task could run on another machine.
     settings = settings_from(config_file)
     with runs.open_store(settings) as sessions:
         return await runs.acquire_batch(
-            batch_id, settings, sessions, again=task_run.get_run_count() > 1
+            batch_id,
+            settings,
+            sessions,
+            again=task_run.get_run_count() > 1,
+            pacing_dir=Path(pacing_dir) if pacing_dir else None,
         )
 
 
@@ -99,10 +106,15 @@ async def run_batches(
         if in_processes
         else ThreadPoolTaskRunner[Any](max_workers=workers)
     )
-    with _workers_report_here() if in_processes else contextlib.nullcontext(), runner:
+    with (
+        _workers_report_here() if in_processes else contextlib.nullcontext(),
+        _shared_pacing(in_processes and workers > 1) as pacing_dir,
+        runner,
+    ):
         for batch_id in batch_ids:
             future: PrefectFuture[Any] = runner.submit(
-                acquire_batch, {"batch_id": batch_id, "config_file": config_file}
+                acquire_batch,
+                {"batch_id": batch_id, "config_file": config_file, "pacing_dir": pacing_dir},
             )
             future.add_done_callback(hand_over(batch_id))
         for _ in batch_ids:
@@ -115,6 +127,21 @@ async def run_batches(
                 runs.abandon_batch(sessions, batch_id, reason, runs.utcnow())
             progress = tracker.finished(batch_id)
             await aupdate_progress_artifact(progress_id, progress=100 * progress.fraction)
+
+
+@contextlib.contextmanager
+def _shared_pacing(wanted: bool) -> Iterator[str | None]:
+    """A directory where the batch worker processes share their pacing, for this run.
+
+    The network limits the client as a whole. Split 1/n, a worker's share went unused
+    while its batch started, drained, or was done before the other's; shared, whichever
+    worker has requests to make uses the whole allowance (``network.ratelimit``).
+    """
+    if not wanted:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="ehrfetch-pacing-") as path:
+        yield path
 
 
 @contextlib.contextmanager

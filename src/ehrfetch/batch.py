@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
@@ -130,10 +131,12 @@ async def run_batch(
     clock: Callable[[], datetime] = _utcnow,
     policy: MatchPolicy | None = None,
     organizations: Collection[str] | None = None,
+    pacing_dir: Path | None = None,
 ) -> BatchResult:
     """Acquire every participant of the batch still without an outcome.
 
     ``organizations``: query only these organization ids of the directory (None: all).
+    ``pacing_dir``: pace with the other processes of the run that pace there.
     """
     with sessions.begin() as session:
         members = claim_batch(session, batch_id, clock())
@@ -165,6 +168,7 @@ async def run_batch(
             transport=transport,
             on_call=calls.append,
             sleep=sleep,
+            pacing_dir=pacing_dir,
         ) as network:
             directory = tuple(await network.directory())
             with sessions.begin() as session:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -139,10 +140,14 @@ def finish_run(sessions: sessionmaker[Session], run_id: int, now: datetime) -> R
 # --- batches --------------------------------------------------------------------------
 
 
-def batch_settings(settings: Settings, parameters: dict[str, Any]) -> Settings:
+def batch_settings(
+    settings: Settings, parameters: dict[str, Any], *, shared_pacing: bool = False
+) -> Settings:
     """``settings`` as the run's parameters want them: a dry run retrieves nothing, and a
-    batch in a process of its own paces at its share of the network's rates."""
-    settings = process_share(settings)
+    batch in a process of its own paces at its share of the network's rates, unless it
+    shares the pacing itself with the run's other processes (``shared_pacing``)."""
+    if not shared_pacing:
+        settings = process_share(settings)
     if not parameters.get("dry_run"):
         return settings
     acquire = settings.acquire.model_copy(update={"retrieve_documents": False})
@@ -152,8 +157,10 @@ def batch_settings(settings: Settings, parameters: dict[str, Any]) -> Settings:
 def process_share(settings: Settings) -> Settings:
     """With batches in processes of their own, each process's share of the rates.
 
-    Batches in threads share one set of buckets (``network.ratelimit``); processes
-    cannot, and the network limits the client as a whole, so each paces at 1/n.
+    Batches in threads share one set of buckets (``network.ratelimit``). Processes share
+    them through a pacing directory when the flow gives them one; without it (a batch
+    run in a process by other means), each paces at 1/n, as the network limits the
+    client as a whole.
     """
     n = settings.orchestration.batch_concurrency
     if settings.orchestration.task_runner != "processes" or n == 1:
@@ -178,11 +185,13 @@ async def acquire_batch(
     *,
     again: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
+    pacing_dir: Path | None = None,
 ) -> BatchResult:
     """Run one batch of a run as that run was planned (organizations, dry run).
 
     ``again``: this is a retry after an unexpected failure; the failed attempts are
     reopened first so the batch converges instead of keeping their failure.
+    ``pacing_dir``: where the run's processes share their pacing (``network.ratelimit``).
     """
     with sessions.begin() as session:
         parameters = q.run_parameters_of_batch(session, batch_id)
@@ -191,10 +200,11 @@ async def acquire_batch(
     organizations = parameters.get("organizations")
     return await run_batch(
         batch_id,
-        batch_settings(settings, parameters),
+        batch_settings(settings, parameters, shared_pacing=pacing_dir is not None),
         sessions,
         transport=transport if transport is not None else transport_factory(),
         organizations=tuple(organizations) if organizations else None,
+        pacing_dir=pacing_dir,
     )
 
 

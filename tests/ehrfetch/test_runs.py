@@ -129,6 +129,8 @@ def test_batches_in_processes_pace_at_their_share_of_the_rates() -> None:
         }
     )
     assert runs.batch_settings(threads, {}) is threads
+    # Processes that share their pacing through the run's directory take the whole rate.
+    assert runs.batch_settings(settings, {}, shared_pacing=True) is settings
 
 
 def test_run_status_follows_its_batches(cohort: StoreUnderTest) -> None:

@@ -293,3 +293,14 @@ def test_cli_run_status_and_rerun(setup: tuple[StoreUnderTest, str]) -> None:
     assert nothing.exit_code == 2
     assert "no such batch: 999" in nothing.stderr
     assert cli.invoke(app, ["--config", config, "rerun"]).exit_code == 2
+
+
+def test_worker_processes_get_a_pacing_directory_for_the_run_only() -> None:
+    from flows._batches import _shared_pacing
+
+    with _shared_pacing(True) as path:
+        assert path is not None and Path(path).is_dir()
+        (Path(path) / "schedule.slot").write_bytes(b"\0" * 8)
+    assert not Path(path).exists()  # removed with the run, schedule files and all
+    with _shared_pacing(False) as none:
+        assert none is None  # threads share the process's buckets

@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import urljoin
@@ -157,7 +158,9 @@ class NetworkClient:
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
+        pacing_dir: Path | None = None,
     ) -> None:
+        """``pacing_dir``: pace with every process pacing there (see ratelimit.py)."""
         self._settings = settings
         self._tokens = tokens
         self._http = build_client(settings, transport)
@@ -168,7 +171,10 @@ class NetworkClient:
         if sleep is asyncio.sleep and clock is time.monotonic:
             # Real time: pace with every other client of this process (see ratelimit.py).
             self._limiters = shared_limiters(
-                settings.requests_per_second, settings.burst, settings.org_requests_per_second
+                settings.requests_per_second,
+                settings.burst,
+                settings.org_requests_per_second,
+                pacing_dir,
             )
         else:
             self._limiters = RateLimiters(

@@ -9,18 +9,73 @@ and sleep are injected so tests pace without waiting.
 
 A network limits a *client*, not a batch: batches running at once in one process share
 one set of buckets (``shared_limiters``), or two batches would each take the whole rate
-and live on 429s. Workers in several processes must split the rate between them.
+and live on 429s. Batches in worker processes share them through files (``schedule_dir``:
+each bucket's next free slot, under an advisory lock): a fixed 1/n split of the rate left
+a worker's share unused whenever its batch was starting, draining or done while the
+other's still ran.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import hashlib
+import os
+import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class _Slots:
+    """A bucket's schedule in this process: the next free slot, under a thread lock."""
+
+    def __init__(self, start: float) -> None:
+        self._next = start
+        self._lock = threading.Lock()
+
+    def take(self, now: float, interval: float) -> float:
+        """The next free slot (never before ``now``); the one after it is ``interval``
+        later."""
+        with self._lock:
+            slot = max(self._next, now)
+            self._next = slot + interval
+        return slot
+
+
+_DOUBLE = struct.Struct("<d")
+
+
+class _FileSlots(_Slots):
+    """A bucket's schedule shared by processes: the next free slot in a file.
+
+    ``time.monotonic`` is the machine's CLOCK_MONOTONIC, the same in every process, so
+    one process's slot means the same instant in another. ``flock`` excludes other
+    processes (each opens the file itself); the thread lock, this process's threads,
+    which share the one open file and so its lock.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(0.0)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def take(self, now: float, interval: float) -> float:
+        with self._lock:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                raw = os.pread(self._fd, _DOUBLE.size, 0)
+                slot = max(_DOUBLE.unpack(raw)[0], now) if len(raw) == _DOUBLE.size else now
+                os.pwrite(self._fd, _DOUBLE.pack(slot + interval), 0)
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return slot
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 class TokenBucket:
@@ -33,6 +88,7 @@ class TokenBucket:
         *,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        slots: _Slots | None = None,
     ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
@@ -43,15 +99,12 @@ class TokenBucket:
         self._tolerance = (burst - 1) * self._interval
         self._clock = clock
         self._sleep = sleep
-        self._next_slot = clock()
-        self._lock = threading.Lock()
+        self._slots = slots if slots is not None else _Slots(clock())
 
     def reserve(self) -> float:
         """Take the next slot; the seconds until it comes (0 when it is now)."""
-        with self._lock:
-            now = self._clock()
-            slot = max(self._next_slot, now)
-            self._next_slot = slot + self._interval
+        now = self._clock()
+        slot = self._slots.take(now, self._interval)
         return max(0.0, slot - self._tolerance - now)
 
     async def acquire(self) -> float:
@@ -63,7 +116,11 @@ class TokenBucket:
 
 
 class RateLimiters:
-    """One bucket per key (organization id), made on first use."""
+    """One bucket per key (organization id), made on first use.
+
+    ``schedule_dir``: keep each bucket's schedule in a file there, shared with every
+    process that paces with the same directory (the clock must then be the real one).
+    """
 
     def __init__(
         self,
@@ -73,13 +130,16 @@ class RateLimiters:
         *,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        schedule_dir: Path | None = None,
     ) -> None:
         self._rate = rate
         self._burst = burst
         self._overrides = dict(overrides or {})
         self._clock = clock
         self._sleep = sleep
+        self.schedule_dir = schedule_dir
         self._buckets: dict[str, TokenBucket] = {}
+        self._files: list[_FileSlots] = []
         self._lock = threading.Lock()
 
     def bucket(self, key: str) -> TokenBucket:
@@ -89,25 +149,53 @@ class RateLimiters:
                 bucket = self._buckets.get(key)
                 if bucket is None:
                     rate = self._overrides.get(key, self._rate)
-                    bucket = TokenBucket(rate, self._burst, clock=self._clock, sleep=self._sleep)
+                    slots = None
+                    if self.schedule_dir is not None:
+                        # Organization ids are not file names: a digest of them is.
+                        name = hashlib.sha256(key.encode()).hexdigest()[:32]
+                        slots = _FileSlots(self.schedule_dir / f"{name}.slot")
+                        self._files.append(slots)
+                    bucket = TokenBucket(
+                        rate, self._burst, clock=self._clock, sleep=self._sleep, slots=slots
+                    )
                     self._buckets[key] = bucket
         return bucket
 
     async def acquire(self, key: str) -> float:
         return await self.bucket(key).acquire()
 
+    def close(self) -> None:
+        """Close the schedule files (buckets made after this open them again)."""
+        with self._lock:
+            for slots in self._files:
+                slots.close()
+            self._files.clear()
+            self._buckets.clear()
 
-_SHARED: dict[tuple[float, int, tuple[tuple[str, float], ...]], RateLimiters] = {}
+
+_SharedKey = tuple[float, int, tuple[tuple[str, float], ...], Path | None]
+_SHARED: dict[_SharedKey, RateLimiters] = {}
 _SHARED_LOCK = threading.Lock()
 
 
 def shared_limiters(
-    rate: float, burst: int, overrides: Mapping[str, float] | None = None
+    rate: float,
+    burst: int,
+    overrides: Mapping[str, float] | None = None,
+    schedule_dir: Path | None = None,
 ) -> RateLimiters:
-    """The process's one set of buckets for these rates (real clock, asyncio sleep)."""
-    key = (rate, burst, tuple(sorted((overrides or {}).items())))
+    """The process's one set of buckets for these rates (real clock, asyncio sleep);
+    with ``schedule_dir``, shared with the other processes pacing there too."""
+    key = (rate, burst, tuple(sorted((overrides or {}).items())), schedule_dir)
     with _SHARED_LOCK:
         limiters = _SHARED.get(key)
         if limiters is None:
-            limiters = _SHARED[key] = RateLimiters(rate, burst, overrides)
+            if schedule_dir is not None:
+                # A worker process serves one run's batches at a time: the schedules of
+                # an earlier run are done with (their directory is removed).
+                for old in [k for k, v in _SHARED.items() if v.schedule_dir is not None]:
+                    _SHARED.pop(old).close()
+            limiters = _SHARED[key] = RateLimiters(
+                rate, burst, overrides, schedule_dir=schedule_dir
+            )
         return limiters

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import multiprocessing
 import threading
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,3 +109,64 @@ def test_clients_of_one_process_share_their_buckets() -> None:
     assert one.bucket("org-a") is shared_limiters(7.0, 3, {"org-a": 2.0}).bucket("org-a")
     assert one.bucket("org-a").rate == 2.0 and one.bucket("other").rate == 7.0
     assert shared_limiters(8.0, 3) is not one
+
+
+def test_buckets_pacing_in_one_directory_share_one_schedule(tmp_path: Path) -> None:
+    # Two processes' limiters, as far as the file is concerned: each opens the schedule
+    # itself. Together they take slots as one bucket would.
+    clock = Clock()
+    first = RateLimiters(10.0, 1, clock=clock, sleep=clock.sleep, schedule_dir=tmp_path)
+    second = RateLimiters(10.0, 1, clock=clock, sleep=clock.sleep, schedule_dir=tmp_path)
+    waits = [limiters.bucket("org-a").reserve() for limiters in (first, second) * 3]
+    assert waits == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    # Another organization has a schedule of its own.
+    assert second.bucket("org/b?").reserve() == 0.0
+    # Time passes with nobody asking: the next request goes at once, as it would alone.
+    clock.now = 10.0
+    assert first.bucket("org-a").reserve() == 0.0
+    for limiters in (first, second):
+        limiters.close()
+
+
+def _take_slots(directory: str, n: int, out: Any, start: Any) -> None:
+    reads: list[float] = []
+
+    def clock() -> float:
+        reads.append(time.monotonic())
+        return reads[-1]
+
+    limiters = RateLimiters(1000.0, 1, clock=clock, schedule_dir=Path(directory))
+    bucket = limiters.bucket("org-a")
+    start.wait(timeout=60)  # both at once: each would hand out the same slots alone
+    # The slot taken: the time read in reserve() plus the wait it returned.
+    out.put([bucket.reserve() + reads[-1] for _ in range(n)])
+    limiters.close()
+
+
+def test_processes_pacing_in_one_directory_never_share_a_slot(tmp_path: Path) -> None:
+    # Real processes, the real clock: the slots of both, merged, are 1 ms apart.
+    context = multiprocessing.get_context("spawn")
+    out, start = context.Queue(), context.Barrier(2)
+    workers = [
+        context.Process(target=_take_slots, args=(str(tmp_path), 200, out, start)) for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    slots = sorted(out.get(timeout=60) + out.get(timeout=60))
+    for worker in workers:
+        worker.join(timeout=60)
+    assert len(slots) == 400
+    gaps = [b - a for a, b in itertools.pairwise(slots)]
+    assert min(gaps) == pytest.approx(0.001), min(gaps)
+
+
+def test_a_new_pacing_directory_replaces_the_last_runs(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    first = shared_limiters(7.0, 2, None, one)
+    assert shared_limiters(7.0, 2, None, one) is first
+    first.bucket("org-a").reserve()
+    second = shared_limiters(7.0, 2, None, two)
+    assert second is not first and second.schedule_dir == two
+    assert shared_limiters(7.0, 2, None, one) is not first  # the old one was let go
