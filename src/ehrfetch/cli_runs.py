@@ -12,6 +12,7 @@ failed; 2 could not run. Prefect is imported only by the commands that need it.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,21 @@ from rich.table import Table
 
 from ehrfetch import runs
 from ehrfetch.cli import AppContext, JsonOption, _ctx, app, handles_errors, out
+
+TEMPORARY_SERVER_STARTUP_S = 120
+"""How long a run waits for its temporary Prefect server to start. Prefect's own 20 s
+were too short on a busy machine (a run beside another run, or a test suite): the run
+failed before it began ("Timed out while attempting to connect to ephemeral Prefect API
+server")."""
+
+
+def patient_temporary_server() -> None:
+    """Before Prefect is imported: give its temporary server time to start, unless the
+    operator set ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``."""
+    os.environ.setdefault(
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(TEMPORARY_SERVER_STARTUP_S)
+    )
+
 
 OrgOption = Annotated[
     list[str] | None,
@@ -52,6 +68,7 @@ def run_command(
 
     Batches a killed run left open are released first and their participants taken again.
     """
+    patient_temporary_server()
     from flows.acquire import acquire_ehr
 
     app_ctx = _ctx(ctx)
@@ -90,6 +107,7 @@ def rerun_command(
     if not failed:
         # Explicit: re-running is only ever about what failed; the flag says so.
         raise typer.BadParameter("say --failed", param_hint="--failed")
+    patient_temporary_server()
     from flows.rerun import rerun_failed
 
     app_ctx = _ctx(ctx)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from ehrfetch.cli import app
+from ehrfetch.cli_runs import TEMPORARY_SERVER_STARTUP_S, patient_temporary_server
 from support import (
     StoreUnderTest,
     require_ccda_examples,
@@ -247,3 +249,16 @@ def test_bench_export_reports_flat_memory_fields(tmp_path: Path) -> None:
     assert (figures["resources"], figures["invalid"]) == (500, 0)
     assert figures["lines"] > 500  # Patients and Provenance too
     assert "rss_growth_during_export_mb" in figures
+
+
+def test_runs_give_the_temporary_prefect_server_time_to_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Prefect's 20 s were too short on a busy machine: the run failed before it began.
+    name = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+    monkeypatch.delenv(name, raising=False)
+    patient_temporary_server()
+    assert os.environ[name] == str(TEMPORARY_SERVER_STARTUP_S) and TEMPORARY_SERVER_STARTUP_S > 20
+    monkeypatch.setenv(name, "7")  # the operator's own choice stays
+    patient_temporary_server()
+    assert os.environ[name] == "7"
