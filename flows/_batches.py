@@ -33,12 +33,13 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import task_run
 from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from sqlalchemy.orm import Session, sessionmaker
 
 from ehrfetch import runs
 from ehrfetch.batch import BatchResult
 from ehrfetch.settings import Settings, load_settings
+from flows._workers import RecyclingProcessPoolTaskRunner
 
 SUMMARY_TABLE = "ehrfetch-summary"
 SUMMARY_REPORT = "ehrfetch-report"
@@ -102,7 +103,7 @@ async def run_batches(
     workers = settings.orchestration.batch_concurrency
     in_processes = settings.orchestration.task_runner == "processes"
     runner: TaskRunner[Any] = (
-        ProcessPoolTaskRunner(max_workers=workers)
+        RecyclingProcessPoolTaskRunner(workers, settings.orchestration.batches_per_worker)
         if in_processes
         else ThreadPoolTaskRunner[Any](max_workers=workers)
     )

@@ -180,8 +180,13 @@ class OrchestrationSettings(_Section):
     """Batches of one run acquired at once (each with its own client and connections)."""
     task_runner: Literal["threads", "processes"] = "threads"
     """Where those batches run: threads of the flow's process (one core's worth of Python
-    between them) or processes of their own (every core; each process paces itself at
-    ``1/batch_concurrency`` of the network's rates). See docs/benchmarks.md."""
+    between them) or processes of their own (every core; they share the pacing to the
+    network's rates through files of the run). See docs/benchmarks.md."""
+    batches_per_worker: Annotated[int, Field(ge=0)] = 8
+    """With processes: a batch worker process is replaced by a fresh one after this many
+    batches (0: never). A long run's worker grew by ~1 MB per 1,000 participants
+    (what Python and the libraries keep after a batch); a fresh process costs a few
+    seconds of start-up."""
     stale_after_minutes: Annotated[float, Field(ge=0)] = 15.0
     """A running batch without a heartbeat for this long is taken for dead (its process
     was killed) and is run again; keep it well above the slowest participant's time."""

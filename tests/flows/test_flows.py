@@ -11,6 +11,7 @@ mock network (one per batch, created in the batch's own event loop).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -304,3 +305,23 @@ def test_worker_processes_get_a_pacing_directory_for_the_run_only() -> None:
     assert not Path(path).exists()  # removed with the run, schedule files and all
     with _shared_pacing(False) as none:
         assert none is None  # threads share the process's buckets
+
+
+@pytest.mark.parametrize(("per_worker", "distinct"), [(1, 3), (0, 1)])
+def test_batch_workers_are_replaced_after_their_share_of_batches(
+    per_worker: int, distinct: int
+) -> None:
+    from prefect import task  # after the session's Prefect settings (conftest)
+
+    from flows._workers import RecyclingProcessPoolTaskRunner
+
+    @task
+    def worker_pid() -> int:
+        return os.getpid()
+
+    runner = RecyclingProcessPoolTaskRunner(1, per_worker)
+    assert runner.duplicate().tasks_per_worker == per_worker
+    with runner:
+        pids = [runner.submit(worker_pid, {}).result() for _ in range(3)]
+    # One worker at a time: a fresh process for each task, or the same one for all.
+    assert len(set(pids)) == distinct and os.getpid() not in pids

@@ -50,7 +50,8 @@ def test_a_million_people_are_not_built_up_front() -> None:
     population = Population(_config(size=1_000_000))
     last = population.person(999_999)
     assert last.person_id == "NP0999999"
-    assert time.perf_counter() - began < 1.0
+    # Built up front, a million people take minutes; 5 s leaves room for a busy machine.
+    assert time.perf_counter() - began < 5.0
 
 
 def test_names_follow_real_frequencies(population: Population) -> None:
