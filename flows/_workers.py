@@ -19,6 +19,23 @@ from prefect import task_runners
 from prefect.task_runners import ProcessPoolTaskRunner
 
 
+class ReplacingProcessPoolExecutor(ProcessPoolExecutor):
+    """``ProcessPoolExecutor`` that always replaces a worker that left.
+
+    CPython 3.11 to 3.14 (gh-115634, fixed upstream in November 2025): when a worker exits
+    at ``max_tasks_per_child`` the pool asks ``_adjust_process_count`` for a replacement,
+    which first takes an "idle worker" token, and a stale token (released by a task that
+    ended while others were queued) makes it spawn nothing. With every batch of a run
+    queued at once, the last worker to leave leaves the rest of the run waiting for ever.
+    Here a pool below ``max_workers`` always spawns: workers start as soon as there is
+    work, which batches always are.
+    """
+
+    def _adjust_process_count(self) -> None:
+        if len(self._processes) < self._max_workers:  # type: ignore[attr-defined]
+            self._spawn_process()  # type: ignore[attr-defined]
+
+
 class RecyclingProcessPoolTaskRunner(ProcessPoolTaskRunner):
     """``ProcessPoolTaskRunner`` whose workers each run at most ``tasks_per_worker``
     tasks (0: no limit, Prefect's own runner)."""
@@ -34,7 +51,7 @@ class RecyclingProcessPoolTaskRunner(ProcessPoolTaskRunner):
         # Prefect's executor has started no process yet (a pool spawns on submit).
         original = self._executor
         assert original is not None
-        self._executor = ProcessPoolExecutor(
+        self._executor = ReplacingProcessPoolExecutor(
             max_workers=self._max_workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=task_runners._initialize_process_pool_worker,

@@ -307,7 +307,7 @@ def test_worker_processes_get_a_pacing_directory_for_the_run_only() -> None:
         assert none is None  # threads share the process's buckets
 
 
-@pytest.mark.parametrize(("per_worker", "distinct"), [(1, 3), (0, 1)])
+@pytest.mark.parametrize(("per_worker", "distinct"), [(2, 3), (0, 1)])
 def test_batch_workers_are_replaced_after_their_share_of_batches(
     per_worker: int, distinct: int
 ) -> None:
@@ -322,6 +322,24 @@ def test_batch_workers_are_replaced_after_their_share_of_batches(
     runner = RecyclingProcessPoolTaskRunner(1, per_worker)
     assert runner.duplicate().tasks_per_worker == per_worker
     with runner:
-        pids = [runner.submit(worker_pid, {}).result() for _ in range(3)]
-    # One worker at a time: a fresh process for each task, or the same one for all.
+        # All queued at once, as a run queues its batches.
+        futures = [runner.submit(worker_pid, {}) for _ in range(6)]
+        pids = [future.result(timeout=180) for future in futures]
+    # One worker at a time: a fresh process every two tasks, or the same one for all.
     assert len(set(pids)) == distinct and os.getpid() not in pids
+
+
+def test_a_pool_replaces_each_worker_that_leaves_with_work_queued() -> None:
+    # CPython 3.11's own pool hangs here after the first worker leaves (gh-115634).
+    import multiprocessing
+    from concurrent.futures import wait
+
+    from flows._workers import ReplacingProcessPoolExecutor
+
+    with ReplacingProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=2
+    ) as pool:
+        futures = [pool.submit(os.getpid) for _ in range(10)]
+        done, not_done = wait(futures, timeout=120)
+    assert not not_done, f"{len(not_done)} tasks never ran"
+    assert len({f.result() for f in done}) == 5
