@@ -19,13 +19,14 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from ehrfetch import store
+from ehrfetch.cli_runs import patient_temporary_server
 from ehrfetch.settings import StoreSettings
 from support import StoreUnderTest
 
 # Before anything imports Prefect: the temporary servers that flow runs in this process
-# start get the time ``ehrfetch run`` gives them (cli_runs.TEMPORARY_SERVER_STARTUP_S),
-# not Prefect's 20 s, which a busy machine exceeded.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# start get the time ``ehrfetch run`` gives them, not Prefect's 20 s, which a busy
+# machine exceeded.
+patient_temporary_server()
 
 PG_URL = os.environ.get("EHRFETCH_TEST_DATABASE_URL")
 REQUIRE_PG = os.environ.get("EHRFETCH_REQUIRE_POSTGRES") == "1"

@@ -23,6 +23,9 @@ class RssCurve:
 
     log: Path
     points: list[tuple[int, float]] = field(default_factory=list)
+    _read_to: int = 0
+    """Where the last read of the log ended: each look reads only what was added."""
+    _done: int | None = None
 
     def observe(self, rss_kib: int) -> None:
         """Read the log's latest progress line; record ``rss_kib`` if the count moved."""
@@ -35,13 +38,17 @@ class RssCurve:
     def _latest_done(self) -> int | None:
         try:
             with self.log.open("rb") as fh:
-                fh.seek(0, 2)
-                fh.seek(max(0, fh.tell() - _TAIL_BYTES))
-                tail = fh.read()
+                end = fh.seek(0, 2)
+                # At most the last _TAIL_BYTES of what is new: the latest line is there.
+                fh.seek(max(self._read_to, end - _TAIL_BYTES))
+                added = fh.read()
         except OSError:
-            return None
-        found = _PROGRESS.findall(tail)
-        return int(found[-1][0]) if found else None
+            return self._done
+        self._read_to = end
+        found = _PROGRESS.findall(added)
+        if found:
+            self._done = int(found[-1][0])
+        return self._done
 
 
 def at_shares(

@@ -60,7 +60,9 @@ class _FileSlots(_Slots):
     """
 
     def __init__(self, path: Path) -> None:
-        super().__init__(0.0)
+        # The schedule is the file's; this process keeps only the lock (``_Slots``'s)
+        # and the open file.
+        self._lock = threading.Lock()
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
     def take(self, now: float, interval: float) -> float:
