@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from ehrfetch.cohort.importing import import_consents, import_roster
 from ehrfetch.cohort.selection import rules_from, select_cohort
 from ehrfetch.settings import CohortSettings
+from ehrfetch.store import participants
 from ehrfetch.store.batches import AttemptResult, claim_batch, finish_attempt, finish_batch
 from ehrfetch.store.documents import (
     DerivedResource,
@@ -229,3 +230,45 @@ def test_housemates_are_found_by_surname_and_address_or_phone(
     assert by_rid["S1"] == ("Velma",)  # shares T1's phone number
     assert by_rid["X1"] == ()
     assert by_rid["Z1"] == ()
+
+
+def test_housemates_outside_the_batch_are_found_and_only_they_are_fetched(
+    db: StoreUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch is a slice of the cohort: housemates outside it count, and the database
+    hands back only people sharing a surname and a ZIP code or phone with the batch,
+    not everyone with its surnames (~45 % of a 300,000-person cohort per batch)."""
+    rows = [
+        roster_row("B1", given="Ana", family="NUÑEZ", phone=""),
+        roster_row("H1", given="Bea", family="Nuñez", phone=""),  # B1's address, other case
+        roster_row("B2", given="Cy", family="Nuñez", address_line1="5 Oak Ln", postal_code="04102"),
+        # B2's phone (the roster's default), other address and case.
+        roster_row("H2", given="Di", family="NUÑEZ", address_line1="7 Elm", postal_code="04105"),
+        # The same surname elsewhere, with other phones: never fetched.
+        *(
+            roster_row(
+                f"O{i}",
+                given="Ed",
+                family="Nuñez",
+                address_line1=f"{i} Far Rd",
+                postal_code=f"{10000 + i:05d}",
+                phone=f"(207) 555-{1000 + i:04d}",
+            )
+            for i in range(40)
+        ),
+    ]
+    import_roster(write_roster(tmp_path / "h.csv", rows), db.sessions, CTX)
+    fetched: list[int] = []
+    original = participants._current_rows
+
+    def counting(session: Any, condition: Any) -> list[Any]:
+        found = original(session, condition)
+        fetched.append(len(found))
+        return found
+
+    monkeypatch.setattr(participants, "_current_rows", counting)
+    with db.sessions() as session:
+        pids = participant_ids(session, [r["research_id"] for r in rows])
+        found = housemates(session, [pids["B1"], pids["B2"]])
+    assert found == {pids["B1"]: ("Bea",), pids["B2"]: ("Di",)}
+    assert fetched == [2, 4]  # the batch, then B1, H1, B2 and H2: none of the 40 others
