@@ -237,7 +237,7 @@ def test_housemates_outside_the_batch_are_found_and_only_they_are_fetched(
 ) -> None:
     """A batch is a slice of the cohort: housemates outside it count, and the database
     hands back only people sharing a surname and a ZIP code or phone with the batch,
-    not everyone with its surnames (~45 % of a 300,000-person cohort per batch)."""
+    not everyone with its surnames (~47 % of a 300,000-person cohort per batch)."""
     rows = [
         roster_row("B1", given="Ana", family="NUÑEZ", phone=""),
         roster_row("H1", given="Bea", family="Nuñez", phone=""),  # B1's address, other case

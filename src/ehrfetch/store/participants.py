@@ -277,7 +277,7 @@ def housemates(session: Session, ids: Iterable[int]) -> dict[int, tuple[str, ...
         mine.extend(_current_rows(session, Participant.id.in_(ids_chunk)))
     # The database hands back only people who share a surname and a ZIP code or a phone
     # number with one of ``mine`` (a superset of the household keys, which also compare
-    # the street line); selecting by surname alone fetched ~45 % of a 300,000-person
+    # the street line); selecting by surname alone fetched ~47 % of a 300,000-person
     # cohort for every batch of 1,000 (1.1 s of CPU and +180 MB for the batch, growing
     # with the cohort).
     everyone: dict[int, Row] = {}
