@@ -302,8 +302,8 @@ def housemates(session: Session, ids: Iterable[int]) -> dict[int, tuple[str, ...
 
 _T = TypeVar("_T")
 _CHUNK = 1_000
-"""Participants per statement: at most 8 bound values each, far below the drivers'
-limits (SQLite 32,766, PostgreSQL 65,535) at any batch size."""
+"""Participants per statement: at most 10 bound values each (10,000 a statement), below
+the drivers' limits (SQLite 32,766, PostgreSQL 65,535) at any batch size."""
 
 
 def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
@@ -341,8 +341,8 @@ def _sharing_a_key(rows: Sequence[Row]) -> ColumnElement[bool] | None:
     Written for the database's plan: the surname test alone reads one table, so it
     filters that table's scan; the ZIP-or-phone test cuts what is left; the pairs,
     each compared as one string ``surname|key`` (a scalar IN list is hashed, a list of
-    tuples is searched row by row: minutes per batch at 300,000), are computed only for
-    those. A name holding the separator can only let extra people through, whom
+    tuples is searched row by row: over ten minutes a batch at 300,000), are computed for
+    those only. A name holding the separator can only let extra people through, whom
     ``_household_keys`` drops.
 
     The database may change the case of ASCII letters only (SQLite; PostgreSQL under
