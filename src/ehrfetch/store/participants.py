@@ -302,7 +302,7 @@ def housemates(session: Session, ids: Iterable[int]) -> dict[int, tuple[str, ...
 
 _T = TypeVar("_T")
 _CHUNK = 1_000
-"""Participants per statement: at most 10 bound values each (10,000 a statement), below
+"""Participants per statement: at most 8 bound values each (8,000 a statement), below
 the drivers' limits (SQLite 32,766, PostgreSQL 65,535) at any batch size."""
 
 
@@ -350,32 +350,25 @@ def _sharing_a_key(rows: Sequence[Row]) -> ColumnElement[bool] | None:
     lowered and upper-cased, so the usual spellings of one name (NUÑEZ, Nuñez, nuñez)
     meet on one of the two.
     """
-    family = ParticipantName.family
     zip5 = func.substr(ParticipantAddress.postal_code, 1, 5, type_=String)
-    named: list[ColumnElement[bool]] = []
+    with_zip = [(f, z[:5]) for _, f, _, line1, z, _ in rows if f and line1 and z]
+    with_phone = [(f, phone) for _, f, _, _, _, phone in rows if f and phone]
+    if not with_zip and not with_phone:
+        return None
     keyed: list[ColumnElement[bool]] = []
+    if with_zip:
+        keyed.append(zip5.in_(sorted({z for _, z in with_zip})))
+    if with_phone:
+        keyed.append(Participant.phone.in_(sorted({p for _, p in with_phone})))
+    named: list[ColumnElement[bool]] = []
     paired: list[ColumnElement[bool]] = []
     for fold, sql in ((str.lower, func.lower), (str.upper, func.upper)):
-        folded = sql(family, type_=String)
-        surnames = {fold(f) for _, f, *_ in rows if f}
-        by_zip = {(fold(f), z[:5]) for _, f, _, line1, z, _ in rows if f and line1 and z}
-        by_phone = {(fold(f), phone) for _, f, _, _, _, phone in rows if f and phone}
-        if not by_zip and not by_phone:
-            continue
-        named.append(folded.in_(sorted(surnames)))
-        if by_zip:
-            keyed.append(zip5.in_(sorted({z for _, z in by_zip})))
-            pairs = sorted(f"{f}|{z}" for f, z in by_zip)
-            paired.append(folded.concat("|").concat(zip5).in_(pairs))
-        if by_phone:
-            keyed.append(Participant.phone.in_(sorted({p for _, p in by_phone})))
-            paired.append(
-                folded.concat("|")
-                .concat(Participant.phone)
-                .in_(sorted(f"{f}|{p}" for f, p in by_phone))
-            )
-    if not paired:
-        return None
+        folded = sql(ParticipantName.family, type_=String)
+        named.append(folded.in_(sorted({fold(f) for f, _ in (*with_zip, *with_phone)})))
+        for key, pairs in ((zip5, with_zip), (Participant.phone, with_phone)):
+            if pairs:
+                wanted = sorted({f"{fold(f)}|{k}" for f, k in pairs})
+                paired.append(folded.concat("|").concat(key).in_(wanted))
     return and_(or_(*named), or_(*keyed), or_(*paired))
 
 
