@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import signal
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -29,7 +31,7 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture
+from prefect.futures import PrefectConcurrentFuture, PrefectFuture
 from prefect.runtime import task_run
 from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -38,7 +40,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ehrfetch import runs
 from ehrfetch.batch import BatchResult
+from ehrfetch.errors import Interrupted
 from ehrfetch.settings import Settings, load_settings
+from flows._stopping import stop_on_signals
 from flows._workers import RecyclingProcessPoolTaskRunner
 
 SUMMARY_TABLE = "ehrfetch-summary"
@@ -61,7 +65,10 @@ def settings_from(config_file: str | None) -> Settings:
     cache_policy=NO_CACHE,
 )
 async def acquire_batch(
-    batch_id: int, config_file: str | None, pacing_dir: str | None = None
+    batch_id: int,
+    config_file: str | None,
+    pacing_dir: str | None = None,
+    stop_file: str | None = None,
 ) -> BatchResult:
     # Settings and the store are opened in the task (in its thread and event loop), so a
     # task needs nothing but JSON parameters: the same task could run on another machine.
@@ -73,6 +80,7 @@ async def acquire_batch(
             sessions,
             again=task_run.get_run_count() > 1,
             pacing_dir=Path(pacing_dir) if pacing_dir else None,
+            stop_file=Path(stop_file) if stop_file else None,
         )
 
 
@@ -83,8 +91,12 @@ async def run_batches(
     config_file: str | None,
     *,
     title: str,
-) -> None:
-    """Run the batches, ``batch_concurrency`` at a time, with a progress artifact."""
+) -> signal.Signals | None:
+    """Run the batches, ``batch_concurrency`` at a time, with a progress artifact.
+
+    Returns the signal that stopped the run (``flows._stopping``), None when every batch
+    ran; a stopped run's batches are all closed when this returns.
+    """
     tracker = runs.track(sessions, batch_ids)
     tracker.publish()
     progress_id = await acreate_progress_artifact(
@@ -108,18 +120,22 @@ async def run_batches(
         else ThreadPoolTaskRunner[Any](max_workers=workers)
     )
     with (
+        stop_on_signals() as stop,
         _workers_report_here() if in_processes else contextlib.nullcontext(),
         _shared_pacing(in_processes and workers > 1) as pacing_dir,
         runner,
     ):
+        parameters = {"config_file": config_file, "pacing_dir": pacing_dir}
         for batch_id in batch_ids:
             future: PrefectFuture[Any] = runner.submit(
-                acquire_batch,
-                {"batch_id": batch_id, "config_file": config_file, "pacing_dir": pacing_dir},
+                acquire_batch, {"batch_id": batch_id, **parameters, "stop_file": str(stop.file)}
             )
             future.add_done_callback(hand_over(batch_id))
+            stop.watch([future])
         for _ in batch_ids:
             batch_id, future = await finished.get()
+            if _cancelled(future):
+                continue  # stopping: closed below, nobody began it
             outcome = future.result(raise_on_failure=False)
             if not isinstance(outcome, BatchResult):
                 # Retries spent: close the batch so it does not wait to go stale. The
@@ -128,6 +144,16 @@ async def run_batches(
                 runs.abandon_batch(sessions, batch_id, reason, runs.utcnow())
             progress = tracker.finished(batch_id)
             await aupdate_progress_artifact(progress_id, progress=100 * progress.fraction)
+    if stop.signal is None:
+        return None
+    # Every batch has returned or was cancelled: no worker writes to these any more.
+    reason = f"interrupted: the run was stopped by {stop.signal.name} before this batch began"
+    runs.close_unfinished(sessions, batch_ids, reason, runs.utcnow())
+    return stop.signal
+
+
+def _cancelled(future: PrefectFuture[Any]) -> bool:
+    return isinstance(future, PrefectConcurrentFuture) and future.wrapped_future.cancelled()
 
 
 @contextlib.contextmanager
@@ -165,13 +191,24 @@ def _workers_report_here() -> Iterator[None]:
         yield
 
 
-async def publish_summary(summary: runs.RunSummary) -> None:
+async def publish_summary(
+    summary: runs.RunSummary, stopped: signal.Signals | None = None
+) -> runs.RunSummary:
+    """Publish the summary as artifacts; return it, or raise ``Interrupted`` with it.
+
+    A stopped run ends the flow as failed (in the Prefect UI too), its summary saying so.
+    """
+    if stopped is not None:
+        summary = dataclasses.replace(summary, title=f"{summary.title}, stopped by {stopped.name}")
     await acreate_table_artifact(
         table=summary.table_rows(), key=SUMMARY_TABLE, description=summary.title
     )
     await acreate_markdown_artifact(
         markdown=summary.to_markdown(), key=SUMMARY_REPORT, description=summary.title
     )
+    if stopped is not None:
+        raise Interrupted(stopped.name, stopped.value, summary)
+    return summary
 
 
 async def publish_nothing(message: str) -> None:

@@ -6,17 +6,30 @@ the 300,000-participant benchmark, docs/benchmarks.md). ``concurrent.futures`` c
 replace a worker after ``max_tasks_per_child`` tasks, as Celery's
 ``worker_max_tasks_per_child`` does; Prefect's ``ProcessPoolTaskRunner`` builds its
 executor without it, so this runner swaps in one that has it, made exactly as Prefect
-makes its own (the same spawn context, worker initializer and message queue).
+makes its own (the same spawn context, worker initializer and message queue), with
+workers that leave Ctrl-C to their parent (``_initialize_worker``).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from concurrent.futures import ProcessPoolExecutor
-from typing import Self
+from typing import Any, Self
 
 from prefect import task_runners
 from prefect.task_runners import ProcessPoolTaskRunner
+
+
+def _initialize_worker(*args: Any) -> None:
+    """Prefect's worker initializer, in a worker that ignores SIGINT.
+
+    Ctrl-C at a terminal reaches the whole process group: a worker would die mid-batch
+    while its parent stops cleanly. The parent tells the workers through the run's stop
+    file instead (``flows._stopping``).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    task_runners._initialize_process_pool_worker(*args)
 
 
 class ReplacingProcessPoolExecutor(ProcessPoolExecutor):
@@ -38,7 +51,7 @@ class ReplacingProcessPoolExecutor(ProcessPoolExecutor):
 
 class RecyclingProcessPoolTaskRunner(ProcessPoolTaskRunner):
     """``ProcessPoolTaskRunner`` whose workers each run at most ``tasks_per_worker``
-    tasks (0: no limit, Prefect's own runner)."""
+    tasks (0: no limit)."""
 
     def __init__(self, max_workers: int | None = None, tasks_per_worker: int = 0) -> None:
         super().__init__(max_workers=max_workers)
@@ -46,21 +59,19 @@ class RecyclingProcessPoolTaskRunner(ProcessPoolTaskRunner):
 
     def __enter__(self) -> Self:
         super().__enter__()
-        if not self.tasks_per_worker:
-            return self
         # Prefect's executor has started no process yet (a pool spawns on submit).
         original = self._executor
         assert original is not None
         self._executor = ReplacingProcessPoolExecutor(
             max_workers=self._max_workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=task_runners._initialize_process_pool_worker,
+            initializer=_initialize_worker,
             initargs=(
                 self._subprocess_message_queue,
                 getattr(self, "_initializer", None),
                 getattr(self, "_initargs", ()),
             ),
-            max_tasks_per_child=self.tasks_per_worker,
+            max_tasks_per_child=self.tasks_per_worker or None,
         )
         original.shutdown(wait=True)
         return self

@@ -41,10 +41,9 @@ async def acquire_ehr(
             await publish_nothing("Nobody is eligible now: no run was recorded.")
             return None
         runs.start_run(sessions, plan.run_id, now, flow_run_id=flow_run.get_id())
-        await run_batches(
+        stopped = await run_batches(
             plan.batch_ids, settings, sessions, config_file, title=f"Run {plan.run_id}"
         )
         runs.finish_run(sessions, plan.run_id, runs.utcnow())
         summary = runs.run_summary(sessions, plan.run_id)
-    await publish_summary(summary)
-    return summary
+    return await publish_summary(summary, stopped)

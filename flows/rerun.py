@@ -36,8 +36,7 @@ async def rerun_failed(
             return None
         runs.prepare_rerun(sessions, chosen, now)
         title = f"Re-run of {len(chosen)} batch(es)"
-        await run_batches(chosen, settings, sessions, config_file, title=title)
+        stopped = await run_batches(chosen, settings, sessions, config_file, title=title)
         runs.settle_runs_of(sessions, chosen, runs.utcnow())
         summary = runs.batches_summary(sessions, chosen, title=title)
-    await publish_summary(summary)
-    return summary
+    return await publish_summary(summary, stopped)

@@ -132,12 +132,18 @@ async def run_batch(
     policy: MatchPolicy | None = None,
     organizations: Collection[str] | None = None,
     pacing_dir: Path | None = None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> BatchResult:
     """Acquire every participant of the batch still without an outcome.
 
     ``organizations``: query only these organization ids of the directory (None: all).
     ``pacing_dir``: pace with the other processes of the run that pace there.
+    ``stopping``: true once the run is asked to stop. A batch not begun then is left
+    untouched (the run closes it); a running one finishes the participants in flight,
+    starts no other, and closes with the rest failed as interrupted.
     """
+    if stopping():
+        return BatchResult(batch_id, BatchStatus.PENDING)
     with sessions.begin() as session:
         members = claim_batch(session, batch_id, clock())
         records = load_records(session, [m.participant_id for m in members])
@@ -147,6 +153,7 @@ async def run_batch(
     run_id = _run_of(sessions, batch_id)
 
     outcomes = _Outcomes(clock())
+    skipped: list[int] = []  # attempts not begun because the run is stopping
 
     def write_outcomes() -> None:
         # Those not written yet, before the batch is closed (which fails any attempt
@@ -202,6 +209,9 @@ async def run_batch(
 
             async def one(member: Member) -> None:
                 async with gate:
+                    if stopping():
+                        skipped.append(member.attempt_id)  # closing the batch fails it
+                        return
                     started = clock()
                     attempt = await _attempt(ctx, member, records, household)
                     outcomes.add(member.attempt_id, attempt, started, clock(), calls)
@@ -224,9 +234,12 @@ async def run_batch(
     write_outcomes()
     flush_audit()
     with sessions.begin() as session:
-        result.status = finish_batch(session, batch_id, clock())
+        result.status = finish_batch(session, batch_id, clock(), INTERRUPTED if skipped else None)
     log.info("batch %d: %s %s", batch_id, result.status.value, dict(result.outcomes))
     return result
+
+
+INTERRUPTED = "interrupted: the run was asked to stop before this participant"
 
 
 def _chosen(

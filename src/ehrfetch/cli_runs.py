@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,11 +22,13 @@ from typing import Annotated
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ehrfetch import runs
-from ehrfetch.cli import AppContext, JsonOption, _ctx, app, handles_errors, out
+from ehrfetch.cli import AppContext, JsonOption, _ctx, app, err, handles_errors, out
+from ehrfetch.errors import Interrupted
 
 TEMPORARY_SERVER_STARTUP_S = 120
 """How long a run waits for its temporary Prefect server to start. Prefect's own 20 s
@@ -73,7 +76,7 @@ def run_command(
 
     app_ctx = _ctx(ctx)
     app_ctx.sessions()  # settings and store checked before Prefect starts: exit 2 on error
-    with showing_progress(out):
+    with stoppable(as_json), showing_progress(out):
         summary = asyncio.run(
             acquire_ehr(
                 limit=limit,
@@ -114,7 +117,7 @@ def rerun_command(
     app_ctx.sessions()
     if since is not None:
         runs.parse_since(since, runs.utcnow())  # a bad value is exit 2 before any work
-    with showing_progress(out):
+    with stoppable(as_json), showing_progress(out):
         summary = asyncio.run(
             rerun_failed(
                 run_id=run_id,
@@ -182,12 +185,86 @@ def finish(summary: runs.RunSummary | None, as_json: bool, *, nothing: str) -> N
         else:
             out.print(nothing)
         return
+    show_summary(summary, as_json)
+    if summary.has_failures:
+        raise typer.Exit(1)
+
+
+def show_summary(summary: runs.RunSummary, as_json: bool) -> None:
     if as_json:
         out.print_json(orjson.dumps(summary.as_dict()).decode())
     else:
         print_summary(out, summary)
-    if summary.has_failures:
-        raise typer.Exit(1)
+
+
+# --- stopping -------------------------------------------------------------------------
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt."""
+
+
+@contextmanager
+def stoppable(as_json: bool) -> Iterator[None]:
+    """SIGTERM stops a run as Ctrl-C does; either ends it with a message, not a traceback.
+
+    While batches run, the flow stops them cleanly and raises ``Interrupted`` with the
+    run's summary (``flows._stopping``): printed, with how to re-run what is left.
+    Before and after (Prefect starting, the run being planned) SIGTERM raises here like
+    Ctrl-C, so ``finally`` blocks and exit hooks still run: the temporary Prefect server
+    stops with the command. That server is started here, deaf to Ctrl-C (see
+    ``_start_temporary_server_deaf_to_ctrl_c``). Exit status 128 + the signal's number,
+    as a shell reports it.
+    """
+    from prefect.exceptions import TerminationSignal  # Prefect's SIGTERM inside a flow
+
+    def terminate(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        _start_temporary_server_deaf_to_ctrl_c()
+        yield
+    except Interrupted as stopped:
+        summary = stopped.summary
+        if isinstance(summary, runs.RunSummary):
+            show_summary(summary, as_json)  # in a table, with how to re-run what failed
+        err.print(f"[bold yellow]{escape(str(stopped))}[/]")
+        if isinstance(summary, runs.RunSummary) and summary.has_failures and as_json:
+            err.print("re-run what failed: ehrfetch rerun --failed" + _run_hint(summary))
+        raise typer.Exit(stopped.exit_code) from None
+    except (KeyboardInterrupt, TerminationSignal) as stopped:
+        which = signal.SIGINT if type(stopped) is KeyboardInterrupt else signal.SIGTERM
+        err.print(
+            f"[bold yellow]stopped:[/] {which.name} while the run was starting or "
+            "finishing; ehrfetch status shows what is still open"
+        )
+        raise typer.Exit(128 + which.value) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _start_temporary_server_deaf_to_ctrl_c() -> None:
+    """Start Prefect's temporary server (unless ``PREFECT_API_URL`` names one) with SIGINT
+    blocked, which the server process inherits.
+
+    Ctrl-C at a terminal goes to every process of the foreground group: the temporary
+    server, a child of this one, stopped at once, and the run, still reporting to it,
+    waited on it for ever. With SIGINT blocked from its start the server never sees
+    Ctrl-C; it still stops with this process (``SIGTERM`` from Prefect's exit hook), and
+    a SIGKILL of the group still kills it. Prefect starts the same server (one per
+    process) on first use: this only starts it earlier.
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        SubprocessASGIServer().start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
 
 
 # --- progress -------------------------------------------------------------------------

@@ -105,13 +105,18 @@ def _run_flow(settings: Settings, out: Console, batch_size: int, workdir: Path) 
     )
     os.environ.setdefault("PREFECT_HOME", str((workdir / ".prefect").resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from ehrfetch.cli_runs import patient_temporary_server, print_summary, showing_progress
+    from ehrfetch.cli_runs import (
+        patient_temporary_server,
+        print_summary,
+        showing_progress,
+        stoppable,
+    )
 
     patient_temporary_server()
     from flows.acquire import acquire_ehr
 
     out.print("running the acquire-ehr flow (a temporary Prefect server starts first)")
-    with showing_progress(out):
+    with stoppable(as_json=False), showing_progress(out):
         summary = asyncio.run(acquire_ehr(batch_size=batch_size))
     if summary is not None:
         print_summary(out, summary)

@@ -21,10 +21,11 @@ up in logs, CLI output and Prefect artifacts.
     │   ├── InvalidResponse    not JSON, not valid FHIR, not the expected resource
     │   ├── ForeignHostError   a URL outside the organization's host (never requested)
     │   └── PagingLoopError    a next link that was already followed
-    └── DocumentError          a fetched document that cannot be kept as the participant's
-        ├── DocumentMismatch   its bytes do not have the declared size or hash
-        ├── WrongPatientError  it is about another patient
-        └── UnreadableDocument it cannot be parsed as the format it claims
+    ├── DocumentError          a fetched document that cannot be kept as the participant's
+    │   ├── DocumentMismatch   its bytes do not have the declared size or hash
+    │   ├── WrongPatientError  it is about another patient
+    │   └── UnreadableDocument it cannot be parsed as the format it claims
+    └── Interrupted            a run stopped on SIGTERM or Ctrl-C (what it did is closed)
 
 Network and document errors carry a short stable ``code`` (``transport``, ``http_503``,
 ``too_large``, …) that attempts, quarantine rows and run summaries count by, the
@@ -204,3 +205,23 @@ def sanitize_url(url: str) -> str:
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class Interrupted(EhrfetchError):
+    """A run was asked to stop (SIGTERM or SIGINT) and stopped cleanly.
+
+    The participants in flight were finished, the batches not done were closed as
+    failed with the reason, so ``ehrfetch rerun --failed`` takes them up at once.
+    ``summary`` is what the run did (a ``runs.RunSummary``; typed loosely so this
+    module stays at the bottom of the import graph). Exit status 128 + the signal's
+    number, as a shell reports a process the signal stopped.
+    """
+
+    def __init__(self, signal_name: str, signal_number: int, summary: object = None) -> None:
+        super().__init__(
+            f"stopped by {signal_name}: the participants in flight were finished and the "
+            "batches not done were closed as failed"
+        )
+        self.signal_name = signal_name
+        self.exit_code = 128 + signal_number
+        self.summary = summary

@@ -186,12 +186,16 @@ async def acquire_batch(
     again: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
     pacing_dir: Path | None = None,
+    stop_file: Path | None = None,
 ) -> BatchResult:
     """Run one batch of a run as that run was planned (organizations, dry run).
 
     ``again``: this is a retry after an unexpected failure; the failed attempts are
     reopened first so the batch converges instead of keeping their failure.
     ``pacing_dir``: where the run's processes share their pacing (``network.ratelimit``).
+    ``stop_file``: once it exists the run is stopping (``batch.run_batch``'s
+    ``stopping``). A file, so batches in threads and in worker processes see it alike,
+    for the price of one ``stat`` per participant.
     """
     with sessions.begin() as session:
         parameters = q.run_parameters_of_batch(session, batch_id)
@@ -205,6 +209,7 @@ async def acquire_batch(
         transport=transport if transport is not None else transport_factory(),
         organizations=tuple(organizations) if organizations else None,
         pacing_dir=pacing_dir,
+        stopping=stop_file.exists if stop_file is not None else lambda: False,
     )
 
 
@@ -218,6 +223,26 @@ def abandon_batch(
     with sessions.begin() as session:
         if q.is_open(session, batch_id):
             finish_batch(session, batch_id, now, reason)
+
+
+def close_unfinished(
+    sessions: sessionmaker[Session], batch_ids: Sequence[int], reason: str, now: datetime
+) -> list[int]:
+    """Close the batches still open once none of them runs any more; returns their ids.
+
+    For a run that stopped on a signal: batches it never began (and any a worker left
+    open) fail now with the reason, instead of waiting ``stale_after`` to be taken for
+    dead, so ``rerun --failed`` and the next selection take their participants at once.
+    """
+    closed = []
+    with sessions.begin() as session:
+        for batch_id in batch_ids:
+            if q.is_open(session, batch_id):
+                finish_batch(session, batch_id, now, reason)
+                closed.append(batch_id)
+        for run_id in q.runs_of_batches(session, closed):
+            q.settle_run(session, run_id, now)
+    return closed
 
 
 # --- re-running -----------------------------------------------------------------------

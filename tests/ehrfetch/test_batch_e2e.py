@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from ehrfetch.batch import run_batch
+from ehrfetch.batch import INTERRUPTED, run_batch
 from ehrfetch.cohort.importing import import_consents, import_roster
 from ehrfetch.cohort.selection import select_cohort
 from ehrfetch.settings import NetworkSettings, Settings
@@ -27,6 +27,8 @@ from ehrfetch.store.tables import (
     Attempt,
     AttemptOutcome,
     Audit,
+    Batch,
+    BatchStatus,
     Document,
     DocumentStatus,
     LinkDecision,
@@ -335,3 +337,62 @@ async def test_a_looping_next_link_stops_paging_with_an_error(
     with db.sessions() as session:
         codes = set(session.scalars(select(Attempt.error_code)))
     assert "paging_loop" in codes
+
+
+async def test_a_stopping_batch_finishes_those_in_flight_and_fails_the_rest_as_interrupted(
+    few: tuple[StoreUnderTest, list[int]], mock: MockNetwork
+) -> None:
+    db, [batch_id] = few
+    settings = mock.settings()
+    acquire = settings.acquire.model_copy(update={"participant_concurrency": 4})
+    settings = settings.model_copy(update={"acquire": acquire})
+    asked = 0
+
+    def stopping() -> bool:  # asked once as the batch begins, then once per participant
+        nonlocal asked
+        asked += 1
+        return asked > 1 + 4  # the run is stopped once four have begun
+
+    result = await run_batch(
+        batch_id,
+        settings,
+        db.sessions,
+        transport=mock.transport(),
+        sleep=no_wait,
+        stopping=stopping,
+    )
+    with db.sessions() as session:
+        attempts = session.scalars(select(Attempt)).all()
+        batch = session.get(Batch, batch_id)
+        assert batch is not None
+        batch_status, batch_error = batch.status, batch.error
+    done = [a for a in attempts if a.error_detail != INTERRUPTED]
+    interrupted = [a for a in attempts if a.error_detail == INTERRUPTED]
+    # The four in flight finished as an uninterrupted batch would have them finish...
+    assert len(done) == 4 and sum(result.outcomes.values()) == 4
+    assert all(a.outcome is not None and a.error_code != "batch_failed" for a in done)
+    # ... nobody else began: they failed with the reason, so a re-run takes them at once.
+    assert len(interrupted) == FAULT_COHORT - 4
+    assert {(a.outcome, a.error_code) for a in interrupted} == {
+        (AttemptOutcome.FAILED, "batch_failed")
+    }
+    assert batch_status == BatchStatus.PARTIAL and batch_error == INTERRUPTED
+
+
+async def test_a_batch_asked_to_stop_before_it_begins_touches_nothing(
+    few: tuple[StoreUnderTest, list[int]], mock: MockNetwork
+) -> None:
+    db, [batch_id] = few
+    result = await run_batch(
+        batch_id,
+        mock.settings(),
+        db.sessions,
+        transport=mock.transport(),
+        stopping=lambda: True,
+    )
+    assert result.status == BatchStatus.PENDING
+    with db.sessions() as session:
+        batch = session.get(Batch, batch_id)
+        assert batch is not None and batch.status == BatchStatus.PENDING  # the run closes it
+        assert batch.started_at is None
+        assert session.scalar(select(func.count()).select_from(Audit)) == 0  # nobody asked

@@ -156,16 +156,22 @@ def test_consent_rules(cohort: Cohort) -> None:
 
 
 def test_ehr_on_file_rules(cohort: Cohort) -> None:
-    cohort.add("plain", "doc", "quarantined-doc", "resource")
+    everyone = ("plain", "doc", "quarantined-doc", "resource", "external", "cut-short")
+    cohort.add(*[r for r in everyone if r != "external"])
     cohort.add("external", ehr_on_file=True)
-    cohort.consent(
-        *[(r, *ACTIVE) for r in ("plain", "doc", "quarantined-doc", "resource", "external")]
-    )
+    cohort.consent(*[(r, *ACTIVE) for r in everyone])
+    for retrieved in ("doc", "quarantined-doc", "resource"):
+        cohort.attempt(retrieved, BatchStatus.SUCCEEDED, AttemptOutcome.RETRIEVED, 1)
     cohort.document("doc")
     cohort.document("quarantined-doc", DocumentStatus.QUARANTINED)
     cohort.resource("resource")
+    # Documents stored by an attempt that never got its outcome (the run was killed or
+    # stopped between the two; the stale batch's close failed it): taken again, or the
+    # participant stays "failed" with what may be only some organizations' documents.
+    cohort.document("cut-short")
+    cohort.attempt("cut-short", BatchStatus.FAILED, AttemptOutcome.FAILED, 0)
     # A quarantined document is not EHR on file: the participant still needs records.
-    assert cohort.eligible() == {"plain", "quarantined-doc"}
+    assert cohort.eligible() == {"plain", "quarantined-doc", "cut-short"}
     assert count_cohort(cohort.db.sessions, SETTINGS, NOW).with_ehr == 3
 
 

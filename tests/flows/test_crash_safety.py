@@ -472,3 +472,96 @@ def test_batches_in_processes_report_to_the_runs_own_prefect_server(
     assert output.count("Starting temporary server") == 1, output[-3000:]
     assert open_work(db) == ([], []), db.output()
     assert snapshot(db)["final_outcomes"] == reference.snapshot()["final_outcomes"]
+
+
+# --- stopped on a signal --------------------------------------------------------------
+
+STOP_DEADLINE_S = 60  # in flight: a few participants of 20, each a second or two at most
+
+
+def group_members(pgid: int) -> list[str]:
+    """The live (not zombie) processes of the process group, as ``pid command``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):  # gone meanwhile
+            continue
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state != "Z":
+            members.append(f"{stat.parent.name} {command[:120]}")
+    return members
+
+
+def wait_mid_run(db: Store, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + KILL_DEADLINE_S
+    while not mid_run(batch_progress(db)):
+        if process.poll() is not None:
+            pytest.fail(f"the run ended ({process.returncode}) first\n{db.output()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the run never got mid-way: {batch_progress(db)}\n{db.output()}")
+        time.sleep(POLL_S)
+
+
+@pytest.mark.parametrize(
+    ("signum", "whole_group", "task_runner", "again"),
+    [
+        # systemd (KillMode=mixed), docker stop, kill: SIGTERM to ehrfetch only.
+        pytest.param(signal.SIGTERM, False, "processes", ("rerun", "--failed"), id="sigterm"),
+        # Ctrl-C at a terminal: SIGINT to every process of the foreground group, the
+        # temporary Prefect server included.
+        pytest.param(signal.SIGINT, True, "threads", ("run",), id="ctrl-c"),
+    ],
+)
+def test_a_signal_stops_the_run_cleanly_and_the_rest_is_taken_up_at_once(
+    network: Network,
+    reference: Reference,
+    prefect_home: Path,
+    tmp_path: Path,
+    signum: signal.Signals,
+    whole_group: bool,
+    task_runner: str,
+    again: tuple[str, ...],
+) -> None:
+    # Before: SIGTERM waited for every queued batch (hours at 300,000) with Prefect's
+    # traceback at the end; Ctrl-C stopped the temporary Prefect server first and the
+    # run then hung on it for ever, batch workers and resource tracker included.
+    db = new_store(network, tmp_path / signum.name, prefect_home)
+    settings = {"orchestration__task_runner": task_runner}
+    if task_runner == "processes":
+        settings["orchestration__batch_concurrency"] = "2"
+    process = db.start("run", log="stopped", **settings)
+    try:
+        wait_mid_run(db, process)
+        if whole_group:
+            os.killpg(process.pid, signum)
+        else:
+            process.send_signal(signum)
+        code = process.wait(timeout=STOP_DEADLINE_S)
+        deadline = time.monotonic() + 10  # the server's own exit, after ehrfetch's
+        while (left := group_members(process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop(process)
+    output = (db.path.parent / "stopped.log").read_text(errors="replace")
+    assert code == 128 + signum, output[-3000:]
+    assert left == [], f"processes outlived the run: {left}"
+    assert f"stopped by {signum.name}" in output
+    assert "Traceback" not in output.split("Finished in state Failed")[-1], output[-3000:]
+
+    # Nothing waits to go stale: the batches not done are closed, the run settled.
+    assert open_work(db) == ([], []), db.output()
+    report = status_json(db, "status-stopped")
+    assert report["open_batches"] == []
+    interrupted = report["participants"].get("failed", 0)
+    assert interrupted > 0, report  # the run was stopped mid-way: some were not done
+
+    # ... and taken up at once (the default stale_after is 15 minutes).
+    code = db.run(*again, log="again")
+    assert code == 0, f"{' '.join(again)} after the stop: exit {code}\n{db.output()}"
+    assert open_work(db) == ([], []), db.output()
+    expected, got = reference.snapshot(), snapshot(db)
+    assert got["final_outcomes"] == expected["final_outcomes"]
+    for key in expected.keys() - {"attempts", "final_outcomes"}:
+        assert got[key] == expected[key], f"{key} differ from the uninterrupted run's"

@@ -55,13 +55,25 @@ def consent_in_force(rules: CohortRules, status: ConsentStatus) -> ColumnElement
 
 
 def has_ehr() -> ColumnElement[bool]:
-    return or_(
-        Participant.ehr_on_file,
+    """On file before ehrfetch, or acquired by an attempt that finished retrieving.
+
+    What is stored counts only with an attempt that ended ``retrieved``: a run killed or
+    stopped between a participant's documents and their outcome leaves documents (all,
+    or only some organizations') under a failed attempt, and the participant must be
+    taken again, converging on what is stored, not left failed with half a record. A
+    purge (consent withdrawn) removes what was stored, so a participant who consents
+    again is acquired again.
+    """
+    retrieved = exists().where(
+        Attempt.participant_id == Participant.id, Attempt.outcome == AttemptOutcome.RETRIEVED
+    )
+    stored = or_(
         exists().where(
             Document.participant_id == Participant.id, Document.status == DocumentStatus.STORED
         ),
         exists().where(Resource.participant_id == Participant.id),
     )
+    return or_(Participant.ehr_on_file, and_(retrieved, stored))
 
 
 def in_open_batch() -> ColumnElement[bool]:
