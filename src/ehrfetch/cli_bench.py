@@ -72,6 +72,15 @@ def bench_throughput(
             help="Sample every busy thread (waits included), not only the one holding the GIL.",
         ),
     ] = False,
+    stop_after: Annotated[
+        float | None,
+        typer.Option(
+            "--stop-after",
+            min=1,
+            help="Stop the run (SIGTERM) this many seconds after its batches began and "
+            "report what it did: a large cohort measured for a bounded time.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """The whole acquisition (`ehrfetch run`, Prefect included) against the mock network,
@@ -90,6 +99,7 @@ def bench_throughput(
         store_url=store_url,
         profile_to=profile_to,
         profile_all_threads=profile_all_threads,
+        stop_after_s=stop_after,
     )
     figures = as_dict(result)
     if out_file is not None:
@@ -114,5 +124,10 @@ def bench_throughput(
         out.print("ehrfetch's functions (share of samples in them and what they call):")
         for frame, share in ehrfetch_hotspots(profile_to):
             out.print(f"  {100 * share:5.1f} %  {frame}", markup=False, highlight=False)
-    if result.pipeline.get("exit_code") not in (0, None):
+    if "stopped_after_s" in result.pipeline:
+        out.print(
+            f"[yellow]the run was stopped after {result.pipeline['stopped_after_s']} s of "
+            f"batches, as --stop-after asked: the figures are of what it did[/]"
+        )
+    elif result.pipeline.get("exit_code") not in (0, None):
         out.print("[yellow]the pipeline finished with failed participants (exit 1)[/]")

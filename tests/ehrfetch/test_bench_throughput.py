@@ -181,3 +181,26 @@ def test_the_rss_curve_follows_the_progress_lines(tmp_path: Path) -> None:
     assert at_shares(curve.points) == [(0, 100.0), (1000, 200.0), (2000, 210.0), (2999, 220.0)]
     assert at_shares([[10, 1.0], [20, 2.0]], shares=(0.5, 1.0)) == [(10, 1.0), (20, 2.0)]
     assert at_shares([]) == []
+
+
+def test_a_run_stopped_after_a_while_reports_what_it_did(tmp_path: Path) -> None:
+    # A cohort too large to finish, measured for a bounded time: the run is stopped as an
+    # operator stops it (SIGTERM: those in flight finish, the rest is closed) and the
+    # figures are those of the participants it did, not of the ones it never began.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EHRFETCH__", "PREFECT_"))}
+    ehrfetch = str(Path(sys.executable).parent / "ehrfetch")
+    done = subprocess.run(
+        [ehrfetch, "bench", "throughput", "--participants", "3000", "--limit-seconds", "1",
+         "--stop-after", "3", "--workdir", str(tmp_path / "run"), "--out",
+         str(tmp_path / "out.json"), "--no-record"],
+        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    pipeline = orjson.loads((tmp_path / "out.json").read_bytes())["pipeline"]
+    assert pipeline["exit_code"] == 143  # stopped by SIGTERM, cleanly
+    assert pipeline["stopped_after_s"] >= 3
+    assert pipeline["participants_interrupted"] > 0
+    # Those never begun are not counted as done (nor in the outcomes, nor in the rate).
+    assert pipeline["participants_done"] == sum(pipeline["outcomes"].values())
+    assert pipeline["participants_done"] + pipeline["participants_interrupted"] <= 3000
+    assert "stopped after" in done.stdout

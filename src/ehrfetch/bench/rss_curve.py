@@ -27,6 +27,11 @@ class RssCurve:
     """Where the last read of the log ended: each look reads only what was added."""
     _done: int | None = None
 
+    @property
+    def running(self) -> bool:
+        """The run has printed its first progress line: its batches have begun."""
+        return self._done is not None
+
     def observe(self, rss_kib: int) -> None:
         """Read the log's latest progress line; record ``rss_kib`` if the count moved."""
         done = self._latest_done()

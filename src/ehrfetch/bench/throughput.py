@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from signal import SIGTERM
 from typing import Any
 
 import httpx
@@ -57,6 +58,7 @@ from ehrfetch.store.engine import remove_sqlite_store
 from ehrfetch.store.participants import load_records
 from ehrfetch.store.tables import (
     Attempt,
+    AttemptOutcome,
     Audit,
     Document,
     DocumentStatus,
@@ -389,8 +391,14 @@ def run_pipeline(
     profile_to: Path | None = None,
     *,
     profile_all_threads: bool = False,
+    stop_after_s: float | None = None,
 ) -> dict[str, Any]:
     """``ehrfetch run`` in a child process; its exit code, wall, CPU and peak RSS.
+
+    ``stop_after_s``: SIGTERM the run this long after its batches began, as an operator
+    stops it (``flows._stopping``): it finishes the participants in flight and exits
+    143, and the figures are those of what it did — a large cohort measured for a
+    bounded time.
 
     ``profile_to``: sample it with py-spy (which must be installed) into this file, as
     collapsed stacks; ``top_of_profile`` reads the top entries out of it. Samples are
@@ -410,16 +418,24 @@ def run_pipeline(
     busy_before = machine_busy_s()
     peak = TreePeak()
     curve = RssCurve(log)
+    figures: dict[str, Any] = {}
     with log.open("wb") as out:
         # The JSON summary goes to stdout (the log); progress and warnings to stderr.
         child = subprocess.Popen(  # noqa: S603 - our own module or py-spy, fixed arguments
             command, env=env, stdout=out, stderr=subprocess.STDOUT
         )
+        began: float | None = None
         while child.poll() is None:
             peak.sample(child.pid)
             curve.observe(peak.pipeline_now_kib)
+            if stop_after_s is not None and curve.running and "stopped_after_s" not in figures:
+                began = began if began is not None else time.monotonic()
+                if time.monotonic() - began >= stop_after_s:
+                    os.kill(_ehrfetch_pid(child.pid, profiled=profile_to is not None), SIGTERM)
+                    figures["stopped_after_s"] = round(time.monotonic() - began, 1)
             time.sleep(0.5)
-    figures: dict[str, Any] = orjson.loads(usage.read_bytes()) if usage.exists() else {}
+    if usage.exists():
+        figures.update(orjson.loads(usage.read_bytes()))
     figures["process_wall_s"] = round(time.monotonic() - started, 2)
     figures["exit_code"] = child.returncode
     figures["tree_peak_rss_mb"] = round(peak.pipeline_kib / 1024, 1)
@@ -434,6 +450,20 @@ def run_pipeline(
     figures["postgres_cpu_s"] = round(peak.postgres_cpu_s, 1)
     figures["log"] = str(log)
     return figures
+
+
+def _ehrfetch_pid(child: int, *, profiled: bool) -> int:
+    """The ``ehrfetch run`` process: the child, or py-spy's child when profiled."""
+    if not profiled:
+        return child
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            _command, fields = _stat_fields(stat.read_text())
+        except (OSError, ValueError):
+            continue
+        if int(fields[1]) == child:
+            return int(stat.parent.name)
+    return child  # py-spy has not started it yet
 
 
 @dataclass
@@ -582,6 +612,15 @@ def store_figures(sessions: sessionmaker[Session], db_path: Path | None) -> dict
                 ).all()
             )
         )
+        # Failed only because a stopped run never began them (``--stop-after``): not done.
+        interrupted = session.scalar(
+            select(func.count()).where(
+                Attempt.outcome == AttemptOutcome.FAILED,
+                Attempt.error_detail.startswith("interrupted:"),
+            )
+        )
+        if interrupted:
+            outcomes[AttemptOutcome.FAILED] -= interrupted
         durations: dict[str, list[float]] = {}
         for operation, ms in session.execute(
             select(Audit.operation, Audit.duration_ms).where(Audit.run_id == run.id)
@@ -606,6 +645,7 @@ def store_figures(sessions: sessionmaker[Session], db_path: Path | None) -> dict
         "run_wall_s": round(wall, 2),
         "participants": participants,
         "participants_done": done,
+        "participants_interrupted": interrupted or 0,
         "participants_per_s": round(done / wall, 2) if wall else None,
         "outcomes": {str(k): v for k, v in outcomes.items()},
         "documents_stored": documents,
@@ -666,6 +706,7 @@ def run_throughput_bench(
     store_url: str | None = None,
     profile_to: Path | None = None,
     profile_all_threads: bool = False,
+    stop_after_s: float | None = None,
 ) -> ThroughputResult:
     profile = PROFILES[profile_name]
     workdir = workdir.resolve()
@@ -727,11 +768,13 @@ def run_throughput_bench(
                 _pipeline_env(workdir),
                 profile_to=profile_to,
                 profile_all_threads=profile_all_threads,
+                stop_after_s=stop_after_s,
             )
             after = network_answers(net.base_url)
             pipeline["network_peak_rss_mb"] = peak_rss_mb(net.pid)
             pipeline["network_cpu_s"] = round(process_cpu_s(net.pid) - network_cpu, 1)
-            if pipeline["exit_code"] not in (0, 1):
+            stopped = "stopped_after_s" in pipeline and pipeline["exit_code"] == 128 + SIGTERM
+            if pipeline["exit_code"] not in (0, 1) and not stopped:
                 raise EhrfetchError(
                     f"the pipeline failed (exit {pipeline['exit_code']}): see {pipeline['log']}"
                 )
@@ -896,6 +939,12 @@ def markdown(result: ThroughputResult) -> str:
         ("participants done / s", f"{fmt(p['participants_done'])} in {fmt(p['run_wall_s'])} s"
          f" = {fmt(p['participants_per_s'])}/s"),
         ("pipeline process wall (Prefect start included)", f"{fmt(p['process_wall_s'])} s"),
+        *(
+            [("stopped (SIGTERM, `--stop-after`)",
+              f"after {fmt(p['stopped_after_s'])} s of batches; "
+              f"{fmt(p.get('participants_interrupted'))} participants not begun")]
+            if "stopped_after_s" in p else []
+        ),
         ("requests / s (all kinds)", fmt(r["per_s"])),
         ("requests / s by kind", kinds),
         ("p50 ms by kind (client, whole call)", p50),
