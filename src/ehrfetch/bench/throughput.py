@@ -621,6 +621,7 @@ def store_figures(sessions: sessionmaker[Session], db_path: Path | None) -> dict
         )
         if interrupted:
             outcomes[AttemptOutcome.FAILED] -= interrupted
+            outcomes = +outcomes  # no "failed: 0" when only the stop failed anyone
         durations: dict[str, list[float]] = {}
         for operation, ms in session.execute(
             select(Audit.operation, Audit.duration_ms).where(Audit.run_id == run.id)
