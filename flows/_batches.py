@@ -125,13 +125,13 @@ async def run_batches(
         _shared_pacing(in_processes and workers > 1) as pacing_dir,
         runner,
     ):
-        parameters = {"config_file": config_file, "pacing_dir": pacing_dir}
+        shared = {"config_file": config_file, "pacing_dir": pacing_dir, "stop_file": str(stop.file)}
         for batch_id in batch_ids:
             future: PrefectFuture[Any] = runner.submit(
-                acquire_batch, {"batch_id": batch_id, **parameters, "stop_file": str(stop.file)}
+                acquire_batch, {"batch_id": batch_id, **shared}
             )
             future.add_done_callback(hand_over(batch_id))
-            stop.watch([future])
+            stop.watch(future)
         for _ in batch_ids:
             batch_id, future = await finished.get()
             if _cancelled(future):

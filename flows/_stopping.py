@@ -32,7 +32,7 @@ import contextlib
 import logging
 import signal
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +55,9 @@ class StopRequest:
     def requested(self) -> bool:
         return self.signal is not None
 
-    def watch(self, futures: Iterable[PrefectFuture[Any]]) -> None:
-        """The batches' futures, to cancel those still queued when a stop comes."""
-        self._futures.extend(futures)
+    def watch(self, future: PrefectFuture[Any]) -> None:
+        """A batch's future, to cancel if it is still queued when a stop comes."""
+        self._futures.append(future)
 
     def request(self, signum: signal.Signals) -> None:
         self.signal = signum
