@@ -120,11 +120,12 @@ async def run_batches(
         else ThreadPoolTaskRunner[Any](max_workers=workers)
     )
     with (
-        stop_on_signals() as stop,
+        _run_folder() as folder,
+        stop_on_signals(folder) as stop,
         _workers_report_here() if in_processes else contextlib.nullcontext(),
-        _shared_pacing(in_processes and workers > 1) as pacing_dir,
         runner,
     ):
+        pacing_dir = _shared_pacing(folder, in_processes and workers > 1)
         shared = {"config_file": config_file, "pacing_dir": pacing_dir, "stop_file": str(stop.file)}
         for batch_id in batch_ids:
             future: PrefectFuture[Any] = runner.submit(
@@ -157,18 +158,24 @@ def _cancelled(future: PrefectFuture[Any]) -> bool:
 
 
 @contextlib.contextmanager
-def _shared_pacing(wanted: bool) -> Iterator[str | None]:
-    """A directory where the batch worker processes share their pacing, for this run.
+def _run_folder() -> Iterator[Path]:
+    """This run's scratch folder (stop file, shared pacing), removed when the run ends."""
+    with tempfile.TemporaryDirectory(prefix="ehrfetch-run-") as folder:
+        yield Path(folder)
+
+
+def _shared_pacing(run_folder: Path, wanted: bool) -> str | None:
+    """A directory in the run's folder where the batch worker processes share their pacing.
 
     The network limits the client as a whole. Split 1/n, a worker's share went unused
     while its batch started, drained, or was done before the other's; shared, whichever
     worker has requests to make uses the whole allowance (``network.ratelimit``).
     """
     if not wanted:
-        yield None
-        return
-    with tempfile.TemporaryDirectory(prefix="ehrfetch-pacing-") as path:
-        yield path
+        return None
+    path = run_folder / "pacing"
+    path.mkdir()
+    return str(path)
 
 
 @contextlib.contextmanager

@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,40 +75,41 @@ class StopRequest:
 
 
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[StopRequest]:
+def stop_on_signals(folder: Path) -> Iterator[StopRequest]:
     """A stop request that SIGTERM and SIGINT make, while the block runs.
+
+    The stop file goes in ``folder``, the run's scratch folder, which the caller removes.
 
     Outside the main thread (a flow run by a worker in a thread) nothing is installed:
     signals go where they went before, and the stop file is never made.
     """
     loop = asyncio.get_running_loop()
-    with tempfile.TemporaryDirectory(prefix="ehrfetch-run-") as folder:
-        stop = StopRequest(Path(folder))
-        before: dict[signal.Signals, Any] = {}
+    stop = StopRequest(folder)
+    before: dict[signal.Signals, Any] = {}
 
-        def restore() -> None:
-            for signum, handler in before.items():
-                loop.remove_signal_handler(signum)  # sets SIG_DFL (SIGINT: KeyboardInterrupt)
-                # Then what was there: Prefect's SIGTERM bridge, asyncio.run's Ctrl-C.
-                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-            before.clear()
+    def restore() -> None:
+        for signum, handler in before.items():
+            loop.remove_signal_handler(signum)  # sets SIG_DFL (SIGINT: KeyboardInterrupt)
+            # Then what was there: Prefect's SIGTERM bridge, asyncio.run's Ctrl-C.
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        before.clear()
 
-        def on_signal(signum: signal.Signals) -> None:
-            if stop.requested:
-                log.warning("%s again: no longer waiting for the batches in flight", signum.name)
-                restore()
-                signal.raise_signal(signum)
-                return
-            stop.request(signum)
-
-        for signum in SIGNALS:
-            previous = signal.getsignal(signum)
-            try:
-                loop.add_signal_handler(signum, on_signal, signum)
-            except (RuntimeError, ValueError):  # not the main thread
-                continue
-            before[signum] = previous
-        try:
-            yield stop
-        finally:
+    def on_signal(signum: signal.Signals) -> None:
+        if stop.requested:
+            log.warning("%s again: no longer waiting for the batches in flight", signum.name)
             restore()
+            signal.raise_signal(signum)
+            return
+        stop.request(signum)
+
+    for signum in SIGNALS:
+        previous = signal.getsignal(signum)
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+        except (RuntimeError, ValueError):  # not the main thread
+            continue
+        before[signum] = previous
+    try:
+        yield stop
+    finally:
+        restore()

@@ -297,14 +297,14 @@ def test_cli_run_status_and_rerun(setup: tuple[StoreUnderTest, str]) -> None:
 
 
 def test_worker_processes_get_a_pacing_directory_for_the_run_only() -> None:
-    from flows._batches import _shared_pacing
+    from flows._batches import _run_folder, _shared_pacing
 
-    with _shared_pacing(True) as path:
+    with _run_folder() as folder:
+        path = _shared_pacing(folder, True)
         assert path is not None and Path(path).is_dir()
         (Path(path) / "schedule.slot").write_bytes(b"\0" * 8)
-    assert not Path(path).exists()  # removed with the run, schedule files and all
-    with _shared_pacing(False) as none:
-        assert none is None  # threads share the process's buckets
+        assert _shared_pacing(folder, False) is None  # threads share the process's buckets
+    assert not folder.exists()  # removed with the run, schedule files and all
 
 
 @pytest.mark.parametrize(("per_worker", "distinct"), [(2, 3), (0, 1)])
