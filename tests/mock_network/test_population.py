@@ -84,6 +84,23 @@ def test_known_at_zero_to_four_orgs(population: Population) -> None:
     assert 0.08 < counts[0] / 2000 < 0.3  # a realistic share known nowhere
 
 
+def test_each_persons_organizations_are_derived_once_however_many_are_visited() -> None:
+    population = Population(_config(size=2000), cache_blocks=4)  # caches far smaller
+    expected = [population.orgs_of(i) for i in range(2000)]
+    derived: list[int] = []
+    derive = population._orgs_of
+
+    def counted(index: int) -> tuple[str, ...]:
+        derived.append(index)
+        return derive(index)
+
+    population._orgs_of = counted  # type: ignore[method-assign]
+    for _ in range(2):
+        assert [population.orgs_of(i) for i in reversed(range(2000))] == expected[::-1]
+    assert derived == []  # a large cohort's $match kept re-deriving them (LRU thrash)
+    assert len({id(orgs) for orgs in expected}) <= 2**3  # one tuple per combination
+
+
 def test_patient_ids_map_back_to_people(population: Population) -> None:
     for index in range(200):
         for org in population.orgs_of(index):
