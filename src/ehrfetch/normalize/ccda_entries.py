@@ -24,13 +24,14 @@ Negation is never turned into a positive fact:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from lxml import etree
 
 from ehrfetch.normalize.ccda_values import (
+    TEMPLATE_ID,
     Narrative,
     child,
     children,
@@ -39,7 +40,6 @@ from ehrfetch.normalize.ccda_values import (
     effective,
     fhir_time,
     is_coded,
-    local,
     quantity,
     template_ids,
     time_of,
@@ -804,27 +804,33 @@ def _class(code: dict[str, Any] | None) -> dict[str, Any]:
 # -- sections ---------------------------------------------------------------------------------
 
 
-def _outermost(
-    entry: etree._Element, match: Callable[[etree._Element], bool]
-) -> list[etree._Element]:
-    """Statements under an entry that match, not counting ones nested in a match."""
-    found: list[etree._Element] = []
+def _outermost(entry: etree._Element, candidates: Iterable[etree._Element]) -> list[etree._Element]:
+    """The candidates under ``entry`` that no other candidate contains, in document order.
 
-    def walk(el: etree._Element) -> None:
-        for sub in el:
-            if not isinstance(sub.tag, str):
-                continue
-            if match(sub):
-                found.append(sub)
-            else:
-                walk(sub)
-
-    walk(entry)
-    return found
+    Found by lxml's own iteration over the few elements that can match (templateIds,
+    observations) rather than by testing every element of the entry in Python: that walk
+    was 3.6 % of a batch worker's CPU in the 300,000-participant benchmark.
+    """
+    chosen = dict.fromkeys(c for c in candidates if c is not entry)
+    return [c for c in chosen if not _inside_another(c, entry, chosen)]
 
 
-def _has(template: str) -> Callable[[etree._Element], bool]:
-    return lambda el: template in template_ids(el)
+def _inside_another(
+    el: etree._Element, entry: etree._Element, chosen: Mapping[etree._Element, None]
+) -> bool:
+    for up in el.iterancestors():
+        if up is entry:
+            return False
+        if up in chosen:
+            return True
+    return False
+
+
+def _statements(entry: etree._Element, *roots: str) -> list[etree._Element]:
+    """The outermost statements under ``entry`` with a templateId of one of these roots
+    (any version)."""
+    templated = (t.getparent() for t in entry.iter(TEMPLATE_ID) if t.get("root") in roots)
+    return _outermost(entry, (el for el in templated if el is not None))
 
 
 def _concern_of(stmt: etree._Element, concern_template: str) -> etree._Element | None:
@@ -835,10 +841,10 @@ def _concern_of(stmt: etree._Element, concern_template: str) -> etree._Element |
     return None
 
 
-def _social_match(el: etree._Element) -> bool:
+def _observations(entry: etree._Element) -> list[etree._Element]:
     # Any observation statement in the section: smoking status, tobacco use, birth sex,
     # pregnancy, SDOH answers, and the generic social history observation alike.
-    return local(el) == "observation"
+    return _outermost(entry, entry.iter("{*}observation"))
 
 
 def read_section(section: etree._Element, kind: str, nar: Narrative) -> list[Outcome]:
@@ -852,24 +858,23 @@ def _read_entry(entry: etree._Element, kind: str, nar: Narrative) -> list[Outcom
     if kind == "problems":
         return [
             condition(o, _concern_of(o, PROBLEM_CONCERN), nar, kind)
-            for o in _outermost(entry, _has(PROBLEM_OBS))
+            for o in _statements(entry, PROBLEM_OBS)
         ]
     if kind == "allergies":
         return [
             allergy(o, _concern_of(o, ALLERGY_CONCERN), nar)
-            for o in _outermost(entry, _has(ALLERGY_OBS))
+            for o in _statements(entry, ALLERGY_OBS)
         ]
     if kind == "medications":
-        return [medication(s, nar) for s in _outermost(entry, _has(MEDICATION_ACTIVITY))]
+        return [medication(s, nar) for s in _statements(entry, MEDICATION_ACTIVITY)]
     if kind == "immunizations":
-        return [immunization(s, nar) for s in _outermost(entry, _has(IMMUNIZATION_ACTIVITY))]
+        return [immunization(s, nar) for s in _statements(entry, IMMUNIZATION_ACTIVITY)]
     if kind == "procedures":
-        match = lambda el: bool(PROCEDURE_TEMPLATES & template_ids(el))  # noqa: E731
-        return [procedure(s, nar) for s in _outermost(entry, match)]
+        return [procedure(s, nar) for s in _statements(entry, *PROCEDURE_TEMPLATES)]
     if kind == "encounters":
-        return [encounter(e, nar) for e in _outermost(entry, _has(ENCOUNTER_ACTIVITY))]
+        return [encounter(e, nar) for e in _statements(entry, ENCOUNTER_ACTIVITY)]
     if kind == "results":
-        return [observation(o, nar, kind) for o in _outermost(entry, _has(RESULT_OBS))]
+        return [observation(o, nar, kind) for o in _statements(entry, RESULT_OBS)]
     if kind == "vital_signs":
-        return [observation(o, nar, kind) for o in _outermost(entry, _has(VITAL_SIGN_OBS))]
-    return [observation(o, nar, kind) for o in _outermost(entry, _social_match)]
+        return [observation(o, nar, kind) for o in _statements(entry, VITAL_SIGN_OBS)]
+    return [observation(o, nar, kind) for o in _observations(entry)]

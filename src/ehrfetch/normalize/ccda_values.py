@@ -78,12 +78,12 @@ def children(el: etree._Element | None, name: str) -> list[etree._Element]:
     return [] if el is None else list(el.findall(q(name)))
 
 
-_TEMPLATE_ID = f"{{{CDA_NS}}}templateId"
+TEMPLATE_ID = f"{{{CDA_NS}}}templateId"
 
 
 def template_ids(el: etree._Element) -> set[str]:
     """The templateId roots (with or without extension: the version does not matter here)."""
-    return {str(root) for t in el.iterchildren(_TEMPLATE_ID) if (root := t.get("root"))}
+    return {str(root) for t in el.iterchildren(TEMPLATE_ID) if (root := t.get("root"))}
 
 
 def is_null(el: etree._Element | None) -> bool:
