@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from ehrfetch.cohort.csvfile import CsvRow
 from ehrfetch.cohort.importing import import_consents, import_roster
+from ehrfetch.cohort.roster_csv import parse_row
 from ehrfetch.cohort.selection import rules_from, select_cohort
 from ehrfetch.settings import CohortSettings
 from ehrfetch.store import participants
@@ -208,6 +210,33 @@ def test_records_load_back_with_history(db: StoreUnderTest, pid: int) -> None:
     assert [n.family for n in (record.name, *record.previous_names)] == ["Castellano", "Smith"]
     assert record.address is not None and record.address.city == "Portland"
     assert [a.city for a in record.previous_addresses] == ["Salem"]
+
+
+def test_records_load_back_exactly_as_the_roster_gave_them(
+    db: StoreUnderTest, tmp_path: Path
+) -> None:
+    # Every field, in every shape: what matching sees is what the roster said.
+    rows = [
+        roster_row(
+            "R1",
+            previous_names="Smith^Rob^^Jr|Jones",
+            previous_addresses="1 Elm St^Apt 2^Salem^MA^01970|9 Oak Ave^^Boston^MA^02101",
+        ),
+        roster_row("R2", middle="", suffix="III", address_line2="Unit 5", ehr_on_file="yes"),
+        roster_row("R3", phone="", email="", ssn_last4="", sex="female"),
+    ]
+    import_roster(write_roster(tmp_path / "r.csv", rows), db.sessions, CTX)
+    expected = {
+        row["research_id"]: parse_row(CsvRow(2 + i, row), CTX) for i, row in enumerate(rows)
+    }
+    with db.sessions() as session:
+        pids = participant_ids(session, list(expected))
+        loaded = load_records(session, [*pids.values(), pids["R1"]])  # asked twice: once
+    assert sorted(loaded) == sorted(pids.values())
+    assert {pid: loaded[pid] for pid in pids.values()} == {
+        pids[rid]: record for rid, record in expected.items()
+    }
+    assert len(loaded[pids["R1"]].previous_addresses) == 2  # the rows said what they meant
 
 
 def test_housemates_are_found_by_surname_and_address_or_phone(
