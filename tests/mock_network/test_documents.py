@@ -23,6 +23,7 @@ from mock_network.documents import (
     make_document,
     parse_doc_id,
 )
+from mock_network.documents.clock import OrgZone, utc_offset
 
 SEED = 20250630
 ONLY_FHIR = DocumentMix(1, 0, 0, 0)
@@ -287,3 +288,26 @@ def test_documents_for_a_record_born_at_or_past_the_documents_clock() -> None:
             born = DocSubject(k, f"MRN{k:06d}", "Dana", "Ruiz", dt.date(year, 3, 1), "female")
             for index in range(3):
                 assert make_document(born, "org-1", "North Clinic", SEED, index, DocumentMix())
+
+
+@pytest.mark.parametrize(
+    ("zone", "when_utc", "hours"),
+    [
+        # US Eastern, 2024: daylight time from 10 March 02:00 EST (07:00Z) ...
+        (OrgZone(-5, True), dt.datetime(2024, 3, 10, 6, 59), -5),
+        (OrgZone(-5, True), dt.datetime(2024, 3, 10, 7, 0), -4),
+        # ... to 3 November 02:00 EDT (06:00Z).
+        (OrgZone(-5, True), dt.datetime(2024, 11, 3, 5, 59), -4),
+        (OrgZone(-5, True), dt.datetime(2024, 11, 3, 6, 0), -5),
+        # US Pacific, 2023 (12 March, 5 November), asked again after another year.
+        (OrgZone(-8, True), dt.datetime(2023, 3, 12, 10, 0), -7),
+        (OrgZone(-8, True), dt.datetime(2023, 11, 5, 9, 0), -8),
+        (OrgZone(-8, True), dt.datetime(2023, 7, 1, 12, 0), -7),
+        # Arizona keeps standard time all year.
+        (OrgZone(-7, False), dt.datetime(2024, 7, 1, 12, 0), -7),
+    ],
+)
+def test_local_offsets_follow_the_us_daylight_saving_rule(
+    zone: OrgZone, when_utc: dt.datetime, hours: int
+) -> None:
+    assert utc_offset(zone, when_utc) == dt.timedelta(hours=hours)
