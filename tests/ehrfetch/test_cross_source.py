@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, event, func, select
 
 from ehrfetch.cohort.selection import rules_from
 from ehrfetch.export import export_ndjson
@@ -431,3 +431,26 @@ def test_a_document_listed_twice_or_already_stored_is_stored_once(
         ccda.document_id,
     )
     assert counts(db)[0] == before[0] + 1
+
+
+def test_the_merge_lookup_is_one_statement_whatever_the_number_of_keys(
+    db: StoreUnderTest, pid: int
+) -> None:
+    # On PostgreSQL the keys go as arrays: a statement whose text changed with every
+    # participant's number of keys was converted afresh by psycopg (too long for its
+    # cache) and parsed and planned anew by the server, for every participant.
+    if db.backend != "postgresql":
+        pytest.skip("SQLite has no arrays: its lookup lists one parameter per key, in-process")
+    lookups: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "resource_alias AS hit" in statement:
+            lookups.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        save_fhir(db, pid)  # 5 resources
+        save_ccda(db, pid)  # 6, with the aliases of a translated code
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+    assert len(lookups) == 2 and lookups[0] == lookups[1]
