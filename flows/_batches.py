@@ -42,6 +42,7 @@ from ehrfetch import runs
 from ehrfetch.batch import BatchResult
 from ehrfetch.errors import Interrupted
 from ehrfetch.settings import Settings, load_settings
+from flows import _workers
 from flows._stopping import stop_on_signals
 from flows._workers import RecyclingProcessPoolTaskRunner
 
@@ -72,6 +73,7 @@ async def acquire_batch(
 ) -> BatchResult:
     # Settings and the store are opened in the task (in its thread and event loop), so a
     # task needs nothing but JSON parameters: the same task could run on another machine.
+    _workers.serving(Path(stop_file) if stop_file else None)  # for SIGTERM in a worker
     settings = settings_from(config_file)
     with runs.open_store(settings) as sessions:
         return await runs.acquire_batch(
@@ -135,6 +137,8 @@ async def run_batches(
             stop.watch(future)
         for _ in batch_ids:
             batch_id, future = await finished.get()
+            if not stop.requested and stop.file.exists():
+                stop.request(signal.SIGTERM, by="a batch worker")  # ``_workers._stop_the_run``
             if _cancelled(future):
                 continue  # stopping: closed below, nobody began it
             outcome = future.result(raise_on_failure=False)

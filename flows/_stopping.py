@@ -58,7 +58,8 @@ class StopRequest:
         """A batch's future, to cancel if it is still queued when a stop comes."""
         self._futures.append(future)
 
-    def request(self, signum: signal.Signals) -> None:
+    def request(self, signum: signal.Signals, by: str = "this process") -> None:
+        """Stop: ``signum`` reached ``by`` (a batch worker makes the file itself)."""
         self.signal = signum
         self.file.touch()
         cancelled = sum(
@@ -67,9 +68,10 @@ class StopRequest:
             if isinstance(future, PrefectConcurrentFuture)
         )
         log.warning(
-            "%s: stopping: finishing the participants in flight; %d queued batch(es) "
-            "cancelled (a second signal stops without waiting)",
+            "%s (to %s): stopping: finishing the participants in flight; %d queued "
+            "batch(es) cancelled (a second signal stops without waiting)",
             signum.name,
+            by,
             cancelled,
         )
 

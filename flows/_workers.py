@@ -15,6 +15,8 @@ from __future__ import annotations
 import multiprocessing
 import signal
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from types import FrameType
 from typing import Any, Self
 
 from prefect import task_runners
@@ -22,14 +24,43 @@ from prefect.task_runners import ProcessPoolTaskRunner
 
 
 def _initialize_worker(*args: Any) -> None:
-    """Prefect's worker initializer, in a worker that ignores SIGINT.
+    """Prefect's worker initializer, in a worker that ignores SIGINT and stops the run on
+    SIGTERM.
 
     Ctrl-C at a terminal reaches the whole process group: a worker would die mid-batch
     while its parent stops cleanly. The parent tells the workers through the run's stop
-    file instead (``flows._stopping``).
+    file instead (``flows._stopping``). SIGTERM may reach a worker too — systemd's
+    default ``KillMode=control-group`` signals every process of a service at once, and
+    ``kill`` may name a worker — and it stops the run the same way (``_stop_the_run``).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_the_run)
     task_runners._initialize_process_pool_worker(*args)
+
+
+_stop_file: Path | None = None
+"""The stop file of the run whose batches this worker runs (``serving``)."""
+
+
+def serving(stop_file: Path | None) -> None:
+    """A batch beginning in this process names its run's stop file, for SIGTERM."""
+    global _stop_file
+    _stop_file = stop_file
+
+
+def _stop_the_run(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM in a batch worker: make the run's stop file, as the flow does on its own.
+
+    The worker's batch then finishes the participants in flight and closes with the rest
+    failed as interrupted, and the flow, finding the file, stops the run (exit 143), where
+    a worker dying mid-batch broke the pool. A second SIGTERM ends the worker at once; a
+    worker that has not run a batch yet knows no stop file and ends at once too.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if _stop_file is None:
+        signal.raise_signal(signal.SIGTERM)
+        return
+    _stop_file.touch()
 
 
 class ReplacingProcessPoolExecutor(ProcessPoolExecutor):

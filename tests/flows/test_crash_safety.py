@@ -494,6 +494,11 @@ def group_members(pgid: int) -> list[str]:
     return members
 
 
+def batch_workers(pgid: int) -> list[int]:
+    """The batch worker processes of the run (``task_runner = "processes"``)."""
+    return [int(member.split()[0]) for member in group_members(pgid) if "spawn_main(" in member]
+
+
 def wait_mid_run(db: Store, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + KILL_DEADLINE_S
     while not mid_run(batch_progress(db)):
@@ -505,13 +510,23 @@ def wait_mid_run(db: Store, process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("signum", "whole_group", "task_runner", "again"),
+    ("signum", "target", "task_runner", "again"),
     [
         # systemd (KillMode=mixed), docker stop, kill: SIGTERM to ehrfetch only.
-        pytest.param(signal.SIGTERM, False, "processes", ("rerun", "--failed"), id="sigterm"),
+        pytest.param(signal.SIGTERM, "ehrfetch", "processes", ("rerun", "--failed"), id="sigterm"),
         # Ctrl-C at a terminal: SIGINT to every process of the foreground group, the
         # temporary Prefect server included.
-        pytest.param(signal.SIGINT, True, "threads", ("run",), id="ctrl-c"),
+        pytest.param(signal.SIGINT, "group", "threads", ("run",), id="ctrl-c"),
+        # systemd's default KillMode=control-group: SIGTERM to ehrfetch and its batch
+        # workers at once (and to the Prefect server, which a served deployment runs
+        # apart: the temporary one of `ehrfetch run` is spared here).
+        pytest.param(
+            signal.SIGTERM, "workers too", "processes", ("run",), id="sigterm-workers-too"
+        ),
+        # `kill` naming one batch worker (the busiest process in top).
+        pytest.param(
+            signal.SIGTERM, "one worker", "processes", ("rerun", "--failed"), id="sigterm-a-worker"
+        ),
     ],
 )
 def test_a_signal_stops_the_run_cleanly_and_the_rest_is_taken_up_at_once(
@@ -520,7 +535,7 @@ def test_a_signal_stops_the_run_cleanly_and_the_rest_is_taken_up_at_once(
     prefect_home: Path,
     tmp_path: Path,
     signum: signal.Signals,
-    whole_group: bool,
+    target: str,
     task_runner: str,
     again: tuple[str, ...],
 ) -> None:
@@ -534,10 +549,15 @@ def test_a_signal_stops_the_run_cleanly_and_the_rest_is_taken_up_at_once(
     process = db.start("run", log="stopped", **settings)
     try:
         wait_mid_run(db, process)
-        if whole_group:
+        workers = batch_workers(process.pid)
+        if target == "group":
             os.killpg(process.pid, signum)
-        else:
+        if target in ("ehrfetch", "workers too"):
             process.send_signal(signum)
+        if target in ("workers too", "one worker"):
+            assert workers, f"no batch worker mid-run: {group_members(process.pid)}"
+            for pid in workers if target == "workers too" else workers[:1]:
+                os.kill(pid, signum)
         code = process.wait(timeout=STOP_DEADLINE_S)
         deadline = time.monotonic() + 10  # the server's own exit, after ehrfetch's
         while (left := group_members(process.pid)) and time.monotonic() < deadline:
