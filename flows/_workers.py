@@ -53,14 +53,18 @@ def _stop_the_run(signum: int, frame: FrameType | None) -> None:
 
     The worker's batch then finishes the participants in flight and closes with the rest
     failed as interrupted, and the flow, finding the file, stops the run (exit 143), where
-    a worker dying mid-batch broke the pool. A second SIGTERM ends the worker at once; a
-    worker that has not run a batch yet knows no stop file and ends at once too.
+    a worker dying mid-batch broke the pool. A second SIGTERM ends the worker at once; so
+    does the first in a worker that knows no stop file (it has not run a batch) or cannot
+    make it.
     """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if _stop_file is None:
-        signal.raise_signal(signal.SIGTERM)
-        return
-    _stop_file.touch()
+    try:
+        if _stop_file is not None:
+            _stop_file.touch()
+            return
+    except OSError:
+        pass  # the run's folder is gone: nothing to stop but this process
+    signal.raise_signal(signal.SIGTERM)
 
 
 class ReplacingProcessPoolExecutor(ProcessPoolExecutor):
