@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -454,3 +455,31 @@ def test_the_merge_lookup_is_one_statement_whatever_the_number_of_keys(
     finally:
         event.remove(db.engine, "before_cursor_execute", seen)
     assert len(lookups) == 2 and lookups[0] == lookups[1]
+
+
+def test_resource_bodies_and_times_are_stored_exactly(db: StoreUnderTest, pid: int) -> None:
+    # PostgreSQL gets the rows as one JSON document (not an array per column, whose
+    # elements psycopg escapes one by one): quotes, backslashes, control characters,
+    # non-ASCII text and numbers must come back as given, and the time to the microsecond.
+    awkward = 'say "no" \\ then C:\\path\\x "\\"quoted\\"" \t tab\nline é 日本 😀 \u2028'
+    bodies: list[dict[str, Any]] = [
+        {"resourceType": "Condition", "id": f"c{i}", "note": [{"text": awkward * i}],
+         "code": {"text": awkward, "coding": [{"code": f"{i}\"'"}]},
+         "extension": [{"url": "u", "valueDecimal": 1.25}, {"url": "v", "valueInteger": 2**40}]}
+        for i in range(1, 4)
+    ]  # fmt: skip
+    resources = [
+        DerivedResource("Condition", body["id"], f'key "{body["id"]}" \\', body, None)
+        for body in bodies
+    ]
+    now = datetime(2026, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    item = to_save(pid, "org1", fhir_bundle(), "application/fhir+json")
+    item = DocumentToSave(item.document, resources, item.provenance, now)
+    [result] = save_together(db, [item])
+    assert result.outcome == SaveOutcome.STORED
+    with db.sessions() as session:
+        stored = session.execute(
+            select(Resource.dedup_key, Resource.body, Resource.created_at).order_by(Resource.id)
+        ).all()
+    assert [(key, body) for key, body, _ in stored] == [(r.dedup_key, r.body) for r in resources]
+    assert {at for _, _, at in stored} == {now}
