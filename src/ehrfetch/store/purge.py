@@ -103,7 +103,10 @@ def consent_in_force_now(session: Session, participant_id: int, rules: CohortRul
     """Whether the participant's consent is in force, without a lock: enough to decide
     whether to ask the network at all; every write re-checks through :func:`consent_gate`."""
     check = _consent_check(rules.consent_type)
-    return session.execute(check, {"pid": participant_id}).first() is not None
+    # On the session's connection, in its transaction: the Session would run the ORM's
+    # result machinery for one id, for every participant (2 % of a batch worker's CPU).
+    found = session.connection().execute(check, {"pid": participant_id}).first()
+    return found is not None
 
 
 _PARTICIPANT = table_of(Participant)
