@@ -92,8 +92,9 @@ class NetworkSettings(_Section):
     private_key: SecretStr | None = None
     """PEM of the client's signing key (prefer ``private_key_file`` outside tests)."""
     private_key_file: Path | None = None
-    purpose_of_use: str = "T-IAS"
-    """Purpose of use declared when asking for a token (HL7 v3 PurposeOfUse code)."""
+    purpose_of_use: Annotated[str, Field(pattern=r"^\S+$")] = "T-IAS"
+    """Purpose of use declared when asking for a token (HL7 v3 PurposeOfUse code); also
+    each Provenance's policy URI, so one word: checked here, not once per document."""
     scope: str = "system/Patient.read system/DocumentReference.read system/Binary.read"
     """Scopes asked for with each token (SMART backend services ``system/`` scopes)."""
     key_id: str | None = None

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -72,6 +73,14 @@ def test_invalid_value_names_key_and_variable_but_not_value(
     assert "cohort.batch_size" in message
     assert "EHRFETCH__COHORT__BATCH_SIZE" in message
     assert "-123456" not in message
+
+
+@pytest.mark.parametrize("purpose", ["", "T IAS", "TREAT\n"])
+def test_a_purpose_of_use_that_is_not_one_code_is_refused(tmp_path: Path, purpose: str) -> None:
+    # It becomes the policy URI of every Provenance, which is not validated per document.
+    bad = write(tmp_path / "bad.toml", f"[network]\npurpose_of_use = {json.dumps(purpose)}\n")
+    with pytest.raises(ConfigError, match=r"network\.purpose_of_use"):
+        load_settings(bad)
 
 
 def test_unknown_key_is_an_error_not_ignored(tmp_path: Path) -> None:
