@@ -6,14 +6,24 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, select, text
+from sqlalchemy import func, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from ehrfetch import store
 from ehrfetch.errors import SchemaError
 from ehrfetch.settings import StoreSettings
-from ehrfetch.store.tables import Base, Consent, ConsentStatus, Participant, Sex
-from support import StoreUnderTest
+from ehrfetch.store.tables import (
+    Base,
+    Consent,
+    ConsentStatus,
+    Document,
+    DocumentStatus,
+    Participant,
+    Sex,
+    table_of,
+)
+from ehrfetch.store.tables import Provenance as ProvenanceRow
+from support import StoreUnderTest, enroll, roster_row
 
 EXPECTED_TABLES = {
     "participant", "participant_name", "participant_address", "consent", "run", "batch",
@@ -158,3 +168,35 @@ def test_enum_columns_refuse_unknown_values(db: StoreUnderTest) -> None:
     add_participant(db)
     with pytest.raises(IntegrityError), db.engine.begin() as conn:
         conn.execute(text("UPDATE participant SET sex = 'mal'"))
+
+
+def test_migration_0003_removes_only_the_provenance_without_targets(
+    empty_db: StoreUnderTest, tmp_path: Path
+) -> None:
+    # Written by the code before 0003: a PDF's Provenance with "target": [] (invalid FHIR).
+    store.upgrade(empty_db.engine, "0002")
+    pid = enroll(empty_db, tmp_path, [roster_row("R1")])["R1"]
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    with empty_db.sessions.begin() as session:
+        for n, kind in enumerate(["application/pdf", "application/fhir+json", "text/plain"]):
+            doc = session.execute(
+                insert(table_of(Document)).returning(table_of(Document).c.id),
+                {"participant_id": pid, "organization_id": "org1",
+                 "document_reference_id": f"d{n}", "url": f"http://org1/Binary/{n}",
+                 "content_type": kind, "status": DocumentStatus.STORED, "fetched_at": now},
+            ).scalar_one()  # fmt: skip
+            targets = [{"reference": "Condition/c1"}] if "fhir" in kind else []
+            body = {"resourceType": "Provenance", "id": f"p{n}", "target": targets}
+            if kind == "text/plain":
+                del body["target"]
+            session.execute(
+                insert(table_of(ProvenanceRow)),
+                {"participant_id": pid, "document_id": doc, "fhir_id": f"p{n}", "body": body,
+                 "recorded_at": now},
+            )  # fmt: skip
+    store.upgrade(empty_db.engine)
+    with empty_db.sessions() as session:
+        left = session.scalars(select(ProvenanceRow.fhir_id)).all()
+        documents = session.scalar(select(func.count()).select_from(Document))
+    assert left == ["p1"]
+    assert documents == 3

@@ -230,16 +230,19 @@ def save_documents(
             )
         # The ids as stored: a fact merged into one another site sent first is that one.
         targets = list(dict.fromkeys((g.resource_type, g.fhir_id) for g in resolution.groups))
-        fhir_id, body = item.provenance(targets)
-        provenances.append(
-            {
-                "participant_id": participant_id,
-                "document_id": doc_id,
-                "fhir_id": fhir_id,
-                "body": body,
-                "recorded_at": item.now,
-            }
-        )
+        # Nothing derived (a PDF, a text, a document of skipped entries): no Provenance, as
+        # FHIR requires one target or more; the document's row keeps where it came from.
+        if targets:
+            fhir_id, body = item.provenance(targets)
+            provenances.append(
+                {
+                    "participant_id": participant_id,
+                    "document_id": doc_id,
+                    "fhir_id": fhir_id,
+                    "body": body,
+                    "recorded_at": item.now,
+                }
+            )
         results[index] = SaveResult(
             SaveOutcome.STORED, doc_id, resources=len(sources), new_resources=len(resolution.new)
         )
@@ -250,7 +253,8 @@ def save_documents(
         list(aliases.values()),
         ["participant_id", "resource_type", "alias_key", "resource_id"],
     )
-    session.execute(insert(table_of(Provenance)), provenances)
+    if provenances:
+        session.execute(insert(table_of(Provenance)), provenances)
     return _completed(results, items, first_of)
 
 
