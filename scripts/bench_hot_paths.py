@@ -13,7 +13,11 @@ each (``PYTHONPATH=<worktree>/src:<worktree> python scripts/bench_hot_paths.py``
   document;
 - with ``--store-url`` (a store a throughput run filled; only read): ``load_records`` per
   1,000 participants, and the merge lookup of ``save_documents`` per participant, with
-  the keys and alias keys that participant has stored (client CPU and wall per call).
+  the keys and alias keys that participant has stored (client CPU and wall per call);
+- ``save_documents`` (added in the eighth session; same store, each save rolled back):
+  three mock documents per participant (FHIR Bundle, C-CDA, PDF), normalized
+  beforehand, written as acquisition writes them (consent gate, merge, resources,
+  lineage, Provenance built per document): client CPU and wall per participant.
 """
 
 from __future__ import annotations
@@ -28,8 +32,19 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
-from ehrfetch.normalize.ccda import read_ccda
+from ehrfetch.cohort.selection import rules_from
+from ehrfetch.normalize.ccda import normalize_ccda, read_ccda
+from ehrfetch.normalize.fhir_bundle import normalize_bundle
+from ehrfetch.provenance import SourceDocument, build_provenance, provenance_id
+from ehrfetch.settings import CohortSettings, StoreSettings
 from ehrfetch.store import merge
+from ehrfetch.store.documents import (
+    DerivedResource,
+    DocumentToSave,
+    FetchedDocument,
+    save_documents,
+)
+from ehrfetch.store.engine import create_store_engine
 from ehrfetch.store.participants import load_records
 from mock_network.documents import DocSubject, DocumentMix, make_document
 
@@ -155,6 +170,75 @@ def bench_store(url: str) -> None:
     engine.dispose()
 
 
+def bench_save(url: str) -> None:
+    engine = create_store_engine(StoreSettings(url=url))  # as acquisition writes: orjson
+    now = dt.datetime.now(dt.UTC)
+    rules = rules_from(CohortSettings(), now)
+    with Session(engine) as session:
+        org = session.execute(text("SELECT min(id) FROM organization")).scalar()
+        pids = [
+            row[0]
+            for row in session.execute(
+                text(
+                    "SELECT participant_id FROM attempt WHERE outcome = 'retrieved' "
+                    "ORDER BY participant_id LIMIT 40"
+                )
+            )
+        ]
+    if org is None or len(pids) < 40:
+        raise SystemExit(f"{url}: needs a store a throughput run filled")
+    kinds = {
+        "application/fhir+json": (DocumentMix(1, 0, 0, 0), normalize_bundle),
+        "application/xml": (DocumentMix(0, 1, 0, 0), normalize_ccda),
+        "application/pdf": (DocumentMix(0, 0, 1, 0), None),
+    }
+    work: list[tuple[int, list[DocumentToSave]]] = []
+    for pid, subject in zip(pids, subjects(len(pids)), strict=True):
+        items = []
+        for index, (content_type, (mix, normalize)) in enumerate(kinds.items()):
+            doc = make_document(subject, org, org.upper(), 11, index, mix)
+            derived = []
+            if normalize is not None:
+                normalized = normalize(
+                    doc.body, research_id=f"R{pid}", patient_id=subject.patient_id
+                )
+                derived = [
+                    DerivedResource(r.resource_type, r.fhir_id, r.dedup_key, r.body, r.source_id)
+                    for r in normalized.resources
+                ]
+            ref = f"bench-{doc.doc_id}"
+            url_ = f"http://{org}.example/fhir/Binary/{ref}"
+            document = FetchedDocument(
+                participant_id=pid, organization_id=org, link_id=None,
+                document_reference_id=ref, url=url_, content_type=content_type,
+                declared_size=len(doc.body), declared_sha1=None, computed_sha1=None,
+                sha256="ab" * 32, size=len(doc.body), content=doc.body,
+            )  # fmt: skip
+            source = SourceDocument(org, org.upper(), ref, url_, "ab" * 32, None, content_type)
+
+            def provenance(
+                targets: Any, rid: str = f"R{pid}", source: SourceDocument = source
+            ) -> tuple[str, dict[str, Any]]:
+                body = build_provenance(
+                    research_id=rid, source=source, targets=targets, purpose_of_use="T-IAS",
+                    recorded=now,
+                )  # fmt: skip
+                return provenance_id(rid, source), body
+
+            items.append(DocumentToSave(document, derived, provenance, now))
+        work.append((pid, items))
+    with Session(engine) as session:
+
+        def saves() -> None:
+            for _, items in work:
+                save_documents(session, items, rules)
+                session.rollback()  # the store stays as the run left it
+
+        cpu, wall = rounds(saves)
+    report("save_documents", "participant", len(work), cpu, wall)
+    engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store-url", help="a filled store (read only)")
@@ -162,6 +246,7 @@ def main() -> None:
     bench_documents()
     if args.store_url:
         bench_store(args.store_url)
+        bench_save(args.store_url)
 
 
 if __name__ == "__main__":
