@@ -148,7 +148,8 @@ def save_documents(
     ``items``, possibly coded in another terminology — gains this document as a source
     and keeps its stored body. ``provenance`` builds (fhir id, body) from the (type, id)
     targets as stored, so the Provenance lists exactly what this document contributed,
-    merged facts included, under the ids the export writes them with.
+    merged facts included, under the ids the export writes them with. A document nothing
+    was derived from (PDF, text) gets none: a Provenance must have a target.
 
     The result is what saving the documents one by one in this order would store, in a
     statement per table instead of a statement per table and document: statements, not
