@@ -13,6 +13,15 @@ and live on 429s. Batches in worker processes share them through files (``schedu
 each bucket's next free slot, under an advisory lock): a fixed 1/n split of the rate left
 a worker's share unused whenever its batch was starting, draining or done while the
 other's still ran.
+
+An event loop never waits for another process's file lock: ``acquire`` tries it without
+blocking and, when it is held, lets the loop's other tasks run before trying again. (A
+blocking ``flock`` in the loop stalled each batch worker 10-15 % of its time in a
+300,000-participant run: the holder, having released the GIL for the system call, waits
+up to the interpreter's switch interval (5 ms) to get it back from its own database
+threads before it can let go of the file.) The schedule is read and written through a
+shared memory map, so holding the lock takes no further system call and no further wait
+for the GIL.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import hashlib
+import mmap
 import os
 import struct
 import threading
@@ -46,8 +56,16 @@ class _Slots:
             self._next = slot + interval
         return slot
 
+    def try_take(self, now: float, interval: float) -> float | None:
+        """``take``, or None when taking would mean waiting for another process."""
+        return self.take(now, interval)
+
 
 _DOUBLE = struct.Struct("<d")
+# How long an event loop lets its other tasks run before it tries a schedule file that
+# another process holds again: the holder needs a few microseconds, or a few
+# milliseconds when it must first win its own process's GIL back.
+BUSY_RETRY_S = 0.0005
 
 
 class _FileSlots(_Slots):
@@ -56,27 +74,52 @@ class _FileSlots(_Slots):
     ``time.monotonic`` is the machine's CLOCK_MONOTONIC, the same in every process, so
     one process's slot means the same instant in another. ``flock`` excludes other
     processes (each opens the file itself); the thread lock, this process's threads,
-    which share the one open file and so its lock.
+    which share the one open file and so its lock. The slot is read and written through
+    a shared map of the file's first 8 bytes (zeros: no slot taken yet, so ``now``).
     """
 
     def __init__(self, path: Path) -> None:
-        # The schedule is the file's; this process keeps only the lock (``_Slots``'s)
-        # and the open file.
+        # The schedule is the file's; this process keeps only the lock (``_Slots``'s),
+        # the open file and its map.
         self._lock = threading.Lock()
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(self._fd).st_size < _DOUBLE.size:
+                # Growing a file to 8 bytes keeps a value another process wrote first.
+                os.ftruncate(self._fd, _DOUBLE.size)
+            self._map = mmap.mmap(self._fd, _DOUBLE.size)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def _next_slot(self, now: float, interval: float) -> float:
+        # Called with the file locked.
+        (taken,) = _DOUBLE.unpack_from(self._map)
+        slot = max(float(taken), now)
+        _DOUBLE.pack_into(self._map, 0, slot + interval)
+        return slot
 
     def take(self, now: float, interval: float) -> float:
         with self._lock:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
-                raw = os.pread(self._fd, _DOUBLE.size, 0)
-                slot = max(_DOUBLE.unpack(raw)[0], now) if len(raw) == _DOUBLE.size else now
-                os.pwrite(self._fd, _DOUBLE.pack(slot + interval), 0)
+                return self._next_slot(now, interval)
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
-        return slot
+
+    def try_take(self, now: float, interval: float) -> float | None:
+        with self._lock:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            try:
+                return self._next_slot(now, interval)
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
+        self._map.close()
         os.close(self._fd)
 
 
@@ -104,17 +147,22 @@ class TokenBucket:
         self._slots = slots if slots is not None else _Slots(clock())
 
     def reserve(self) -> float:
-        """Take the next slot; the seconds until it comes (0 when it is now)."""
+        """Take the next slot; the seconds until it comes (0 when it is now). Blocks
+        while another process holds a shared schedule (``acquire`` does not)."""
         now = self._clock()
         slot = self._slots.take(now, self._interval)
         return max(0.0, slot - self._tolerance - now)
 
     async def acquire(self) -> float:
         """Wait for a slot; the seconds waited."""
-        delay = self.reserve()
+        start = now = self._clock()
+        while (slot := self._slots.try_take(now, self._interval)) is None:
+            await self._sleep(BUSY_RETRY_S)
+            now = self._clock()
+        delay = max(0.0, slot - self._tolerance - now)
         if delay > 0:
             await self._sleep(delay)
-        return delay
+        return now - start + delay
 
 
 class RateLimiters:

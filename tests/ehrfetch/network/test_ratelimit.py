@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import itertools
 import multiprocessing
+import os
 import threading
 import time
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 
 from ehrfetch.network import RateLimiters, TokenBucket
-from ehrfetch.network.ratelimit import shared_limiters
+from ehrfetch.network.ratelimit import BUSY_RETRY_S, shared_limiters
 
 
 class Clock:
@@ -125,6 +127,59 @@ def test_buckets_pacing_in_one_directory_share_one_schedule(tmp_path: Path) -> N
     clock.now = 10.0
     assert first.bucket("org-a").reserve() == 0.0
     for limiters in (first, second):
+        limiters.close()
+
+
+async def test_shared_schedules_are_taken_in_turn_by_acquire(tmp_path: Path) -> None:
+    clock = Clock()
+    first = RateLimiters(10.0, 1, clock=clock, sleep=clock.sleep, schedule_dir=tmp_path)
+    second = RateLimiters(10.0, 1, clock=clock, sleep=clock.sleep, schedule_dir=tmp_path)
+    start = clock.now
+    for limiters in (first, second) * 3:
+        await limiters.acquire("org-a")
+    # Six requests between them at 10/s: the last went 0.5 s after the first.
+    assert clock.now - start == pytest.approx(0.5)
+    for limiters in (first, second):
+        limiters.close()
+
+
+def _open_the_schedule(directory: Path) -> int:
+    (path,) = directory.glob("*.slot")
+    return os.open(path, os.O_RDWR)
+
+
+async def test_a_schedule_another_process_holds_never_stalls_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    # Another process holding the schedule's lock, as far as flock can tell: an open file
+    # of its own. A batch worker's loop must go on serving its other requests meanwhile.
+    limiters = RateLimiters(1000.0, 1, schedule_dir=tmp_path)
+    limiters.bucket("org-a").reserve()  # creates the schedule file
+    other = _open_the_schedule(tmp_path)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    # The other lets go from a thread of its own: a loop stuck in flock could not.
+    release = threading.Timer(0.2, fcntl.flock, (other, fcntl.LOCK_UN))
+    ticker = asyncio.create_task(tick())
+    waiting = asyncio.create_task(limiters.acquire("org-a"))
+    release.start()
+    try:
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # no slot while the other holds the schedule
+        assert ticks > 10  # but the loop ran its other tasks meanwhile
+        waited = await asyncio.wait_for(waiting, timeout=5)
+        assert waited >= 0.2 - BUSY_RETRY_S  # its retries, counted as time waited
+    finally:
+        release.join()
+        os.close(other)
+        ticker.cancel()
         limiters.close()
 
 
