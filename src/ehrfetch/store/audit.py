@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from ehrfetch.store.tables import Audit, table_of
+from ehrfetch.store.upsert import insert_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +28,9 @@ class AuditRow:
 
 def record_audit(session: Session, rows: Sequence[AuditRow]) -> None:
     if rows:
-        session.execute(
-            insert(table_of(Audit)),
+        insert_rows(
+            session,
+            table_of(Audit),
             [
                 {
                     "at": r.at,

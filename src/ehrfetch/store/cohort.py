@@ -30,6 +30,7 @@ from ehrfetch.store.tables import (
     RunStatus,
     table_of,
 )
+from ehrfetch.store.upsert import insert_rows
 
 
 @dataclass(frozen=True)
@@ -199,5 +200,5 @@ def create_run(
         for pid in chunk
     ]
     if attempts:
-        session.execute(insert(table_of(Attempt)), attempts)
+        insert_rows(session, table_of(Attempt), attempts)
     return run

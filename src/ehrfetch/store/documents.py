@@ -33,7 +33,7 @@ from ehrfetch.store.tables import (
     table_of,
 )
 from ehrfetch.store.types import UtcDateTime, json_text
-from ehrfetch.store.upsert import insert_missing
+from ehrfetch.store.upsert import insert_missing, insert_rows
 
 _DOCUMENT = table_of(Document)
 # Built once with an expanding parameter: it runs for every participant's documents.
@@ -255,7 +255,7 @@ def save_documents(
         ["participant_id", "resource_type", "alias_key", "resource_id"],
     )
     if provenances:
-        session.execute(insert(table_of(Provenance)), provenances)
+        insert_rows(session, table_of(Provenance), provenances)
     return _completed(results, items, first_of)
 
 
