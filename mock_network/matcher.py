@@ -332,35 +332,62 @@ def grade(value: float, config: MatchConfig) -> str | None:
 
 
 class Matcher:
-    def __init__(self, population: Population, index: BlockingIndex, config: MatchConfig) -> None:
+    def __init__(
+        self,
+        population: Population,
+        index: BlockingIndex,
+        config: MatchConfig,
+        screen_cache: int = 4096,
+    ) -> None:
         self.population = population
         self.index = index
         self.config = config
+        # A client asks every organization about the same Patient back to back, and the
+        # blocking lookup and name screen do not depend on the organization: do them once
+        # per query (0 turns the cache off). functools.lru_cache is thread-safe.
+        self._screened = functools.lru_cache(maxsize=screen_cache)(self._screen)
 
     def candidates(self, query: Query) -> set[int]:
+        return self._blocked(query.birth_date, query.families)
+
+    def _blocked(self, birth: dt.date | None, families: tuple[str, ...]) -> set[int]:
         keys: list[int] = []
-        if query.birth_date is not None:
-            birth = query.birth_date
+        if birth is not None:
             keys.append(dob_key(birth))
             if birth.day <= 12 and birth.day != birth.month:
                 keys.append(dob_key(dt.date(birth.year, birth.day, birth.month)))
-            for family in query.families:
+            for family in families:
                 keys.extend(name_keys(family, birth))
         return self.index.lookup(keys)
 
-    def _plausible(self, query: Query, index: int) -> bool:
+    def _plausible(self, families: tuple[str, ...], givens: tuple[str, ...], index: int) -> bool:
         """Cheap screen on the true core before deriving an organization's record: one of
         the names must be close, or the index would never have shown it to anyone."""
         core = self.population.core(index)
-        families = (core.family, core.maiden) if core.maiden else (core.family,)
-        if _family_weight(query.families, families) > 0:
+        known = (core.family, core.maiden) if core.maiden else (core.family,)
+        if _family_weight(families, known) > 0:
             return True
-        return _given_weight(query.givens, core.given) > 0
+        return _given_weight(givens, core.given) > 0
+
+    def _screen(
+        self, birth: dt.date | None, families: tuple[str, ...], givens: tuple[str, ...]
+    ) -> tuple[int, ...]:
+        # Takes only the fields it reads, so the cache key is complete by construction;
+        # keeps the blocking set's iteration order, as the uncached loop had it.
+        return tuple(
+            i for i in self._blocked(birth, families) if self._plausible(families, givens, i)
+        )
+
+    def screened(self, query: Query) -> tuple[int, ...]:
+        """The people blocking finds for this query whose true names pass the screen, at
+        any organization."""
+        return self._screened(query.birth_date, query.families, query.givens)
 
     def match(self, org_id: str, mrn_system: str, query: Query) -> list[Candidate]:
         found: list[Candidate] = []
-        for index in self.candidates(query):
-            if org_id not in self.population.orgs_of(index) or not self._plausible(query, index):
+        orgs_of = self.population.orgs_of
+        for index in self.screened(query):
+            if org_id not in orgs_of(index):
                 continue
             record = self.population.record(index, org_id)
             if record is None:
