@@ -56,7 +56,7 @@ from ehrfetch.store.documents import (
     save_documents,
     stored_document_ids,
 )
-from ehrfetch.store.links import LinkRow, accepted_links, save_links
+from ehrfetch.store.links import LinkRow, accepted_links, links_of, save_links
 from ehrfetch.store.purge import consent_gate, consent_in_force_now
 from ehrfetch.store.tables import AttemptOutcome, DocumentStatus, LinkDecision, PatientLink
 
@@ -187,12 +187,19 @@ async def acquire_participant(
     def store_links(
         session: Session,
     ) -> tuple[dict[Any, PatientLink], list[PatientLink], dict[tuple[str, str], DocumentStatus]]:
-        saved = save_links(session, pid, links, ctx.clock(), rules=ctx.rules)
+        if links:
+            saved = save_links(session, pid, links, ctx.clock(), rules=ctx.rules)
+        else:
+            # No candidate anywhere (most of a first run's misses): nothing to write, so
+            # no lock and no consent gate (every write re-checks), only what is stored.
+            saved = links_of(session, pid)
         # Accepted links include an operator's accept from the review queue.
-        return saved, accepted_links(session, pid), stored_document_ids(session, pid)
+        accepted = accepted_links(saved.values())
+        known = stored_document_ids(session, pid) if accepted and ctx.retrieve else {}
+        return saved, accepted, known
 
     try:
-        saved, accepted, known = await in_store(ctx, store_links)
+        saved, accepted, known = await in_store(ctx, store_links, write=bool(links))
     except ConsentNotInForce:
         log.info("%s: consent withdrawn during acquisition; nothing is stored", rid)
         return AttemptResult(AttemptOutcome.WITHDRAWN)

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from ehrfetch.batch import INTERRUPTED, run_batch
 from ehrfetch.cohort.importing import import_consents, import_roster
@@ -29,6 +29,7 @@ from ehrfetch.store.tables import (
     Audit,
     Batch,
     BatchStatus,
+    DecidedBy,
     Document,
     DocumentStatus,
     LinkDecision,
@@ -404,3 +405,68 @@ async def test_a_batch_asked_to_stop_before_it_begins_touches_nothing(
         assert batch is not None and batch.status == BatchStatus.PENDING  # the run closes it
         assert batch.started_at is None
         assert session.scalar(select(func.count()).select_from(Audit)) == 0  # nobody asked
+
+
+class NobodyFound(httpx.AsyncBaseTransport):
+    """The mock network, except that every ``$match`` now finds no one."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.matches = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/Patient/$match"):
+            self.matches += 1
+            empty = {"resourceType": "Bundle", "type": "searchset", "total": 0, "entry": []}
+            return httpx.Response(
+                200, json=empty, headers={"Content-Type": "application/fhir+json"}
+            )
+        return await self.inner.handle_async_request(request)
+
+
+async def test_an_operators_accept_is_retrieved_when_match_finds_no_one_now(
+    few: tuple[StoreUnderTest, list[int]], mock: MockNetwork
+) -> None:
+    # A participant with no candidate anywhere writes nothing and takes no lock; their
+    # accepted links (an operator's accept from the review queue) must still be fetched.
+    db, [batch_id] = few
+    first = await run_batch(
+        batch_id, mock.settings(), db.sessions, transport=mock.transport(), sleep=no_wait
+    )
+    with db.sessions.begin() as session:
+        link = session.scalars(
+            select(PatientLink)
+            .join(Document, Document.link_id == PatientLink.id)
+            .where(PatientLink.decision == LinkDecision.ACCEPT)
+            .order_by(PatientLink.id)
+        ).first()
+        assert link is not None
+        link.decided_by = DecidedBy.OPERATOR
+        participant_id = link.participant_id
+        documents = sorted(
+            session.scalars(
+                select(Document.document_reference_id).where(
+                    Document.participant_id == participant_id
+                )
+            )
+        )
+        session.execute(delete(Document).where(Document.participant_id == participant_id))
+        assert reopen_batch(session, batch_id, only_failed=False) > 1
+    nobody = NobodyFound(mock.transport())
+    again = await run_batch(batch_id, mock.settings(), db.sessions, transport=nobody, sleep=no_wait)
+    assert nobody.matches > 0
+    with db.sessions() as session:
+        fetched = sorted(
+            session.scalars(
+                select(Document.document_reference_id).where(
+                    Document.participant_id == participant_id
+                )
+            )
+        )
+        outcome = session.scalar(
+            select(Attempt.outcome).where(Attempt.participant_id == participant_id)
+        )
+    assert fetched == documents
+    assert outcome is AttemptOutcome.RETRIEVED
+    # Nobody was found, so no one is linked anew: the retrieved are those linked before.
+    assert again.outcomes[AttemptOutcome.RETRIEVED] == first.outcomes[AttemptOutcome.RETRIEVED]

@@ -6,7 +6,7 @@ network's grade and ehrfetch's score on the link, but never overturn the operato
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -109,12 +109,7 @@ def save_links(
         ],
         ["participant_id", "organization_id", "network_patient_id"],
     )
-    existing = {
-        (row.organization_id, row.network_patient_id): row
-        for row in session.scalars(
-            select(PatientLink).where(PatientLink.participant_id == participant_id)
-        )
-    }
+    existing = links_of(session, participant_id)
     for link in links:
         row = existing[(link.organization_id, link.network_patient_id)]
         row.grade, row.network_score, row.score = link.grade, link.network_score, link.score
@@ -126,17 +121,25 @@ def save_links(
     return existing
 
 
-def accepted_links(session: Session, participant_id: int) -> list[PatientLink]:
-    return list(
-        session.scalars(
-            select(PatientLink)
-            .where(
-                PatientLink.participant_id == participant_id,
-                PatientLink.decision == LinkDecision.ACCEPT,
-            )
-            .order_by(PatientLink.organization_id, PatientLink.id)
+def links_of(session: Session, participant_id: int) -> dict[tuple[str, str], PatientLink]:
+    """Every link of the participant, by (organization, network patient id)."""
+    return {
+        (row.organization_id, row.network_patient_id): row
+        for row in session.scalars(
+            select(PatientLink).where(PatientLink.participant_id == participant_id)
         )
-    )
+    }
+
+
+def accepted_links(links: Iterable[PatientLink]) -> list[PatientLink]:
+    """The accepted ones of a participant's links (an operator's accept from the review
+    queue included), by organization, oldest first: the order documents are fetched in.
+
+    Taken from the links :func:`save_links` or :func:`links_of` returned, not queried
+    again: the participant's every link is already in hand.
+    """
+    found = [link for link in links if link.decision is LinkDecision.ACCEPT]
+    return sorted(found, key=lambda link: (link.organization_id, link.id))
 
 
 @dataclass(frozen=True, slots=True)
