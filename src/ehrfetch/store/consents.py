@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ehrfetch.cohort.records import ConsentRecord
 from ehrfetch.store.participants import UpsertCounts
 from ehrfetch.store.tables import Consent, ConsentStatus, table_of
+from ehrfetch.store.upsert import insert_rows
 
 
 def upsert_consents(
@@ -55,7 +56,7 @@ def upsert_consents(
         else:
             counts.unchanged += 1
     if inserts:
-        session.execute(insert(table_of(Consent)), inserts)
+        insert_rows(session, table_of(Consent), inserts)
     if updates:
         session.execute(update(Consent), updates)
     counts.inserted = len(inserts)

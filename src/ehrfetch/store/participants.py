@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from ehrfetch.cohort.records import ParticipantRecord, PersonName, PostalAddress
 from ehrfetch.store.tables import Participant, ParticipantAddress, ParticipantName, table_of
+from ehrfetch.store.upsert import insert_rows
 
 
 @dataclass
@@ -204,7 +205,7 @@ def _insert(
     session: Session, table: type[ParticipantName | ParticipantAddress], rows: list[dict[str, Any]]
 ) -> None:
     if rows:
-        session.execute(insert(table_of(table)), rows)
+        insert_rows(session, table_of(table), rows)
 
 
 def participant_ids(session: Session, research_ids: Iterable[str]) -> dict[str, int]:
