@@ -193,3 +193,17 @@ def test_postgresql_gets_one_statement_whatever_the_number_of_rows(db: StoreUnde
         return
     assert not any(many for _, many in inserts)
     assert inserts[0][0] == inserts[1][0]  # one text: psycopg keeps it prepared
+
+
+def test_rows_with_different_columns_are_refused_before_anything_is_sent(
+    db: StoreUnderTest,
+) -> None:
+    rows = audit_rows(1)
+    rows[2] = {**rows[2], "unknown_extra": 1}
+    with pytest.raises(ValueError, match="row 2 has columns"), db.sessions.begin() as session:
+        insert_rows(session, table_of(Audit), rows)
+    rows = audit_rows(1)
+    del rows[4]["purpose"]
+    with pytest.raises(ValueError, match="row 4 has columns"), db.sessions.begin() as session:
+        insert_rows(session, table_of(Audit), rows)
+    assert stored_audit(db, 1) == []

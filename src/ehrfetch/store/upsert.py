@@ -58,6 +58,14 @@ def insert_rows(
         return
     dialect = session.get_bind().dialect
     columns = tuple(rows[0])
+    first = rows[0].keys()
+    for position, row in enumerate(rows):
+        if row.keys() != first:
+            # Both paths would otherwise drop a value silently (or fail on a missing one).
+            raise ValueError(
+                f"insert_rows into {table.name}: row {position} has columns "
+                f"{sorted(row)}, the first row {sorted(first)}"
+            )
     if dialect.name == "postgresql" and _json_safe(table, columns, rows):
         keys = tuple(skip_existing) if skip_existing is not None else None
         statement = _recordset_insert(table, columns, keys)
@@ -121,6 +129,7 @@ def _recordset_insert(
     return statement
 
 
+@functools.lru_cache(maxsize=64)
 def _converters(table: Table, columns: tuple[str, ...], dialect: Dialect) -> dict[str, Converter]:
     return {name: _converter(table.c[name].type, dialect) for name in columns}
 
