@@ -77,20 +77,7 @@ def test_a_query_differing_in_any_screened_field_is_screened_afresh(
         and p.given[:1] != person.given[:1]
         and abs(p.birth_date.year - person.birth_date.year) > 2
     )
-    base = Query(
-        families=(stranger.family,),
-        givens=(person.given,),
-        middles=(),
-        suffixes=(),
-        birth_date=person.birth_date,
-        sex=person.sex,
-        lines=(),
-        zips=(),
-        phones=(),
-        emails=(),
-        ssn_last4="",
-        identifiers=(),
-    )
+    base = names_only((stranger.family,), (person.given,), person.birth_date, person.sex)
     nobody = dataclasses.replace(base, givens=(stranger.given,))  # no name of theirs
     pairs = {
         "given name": (base, nobody),
@@ -126,19 +113,26 @@ def test_screen_cache_is_bounded(
     matcher = Matcher(population, index, config.match, screen_cache=8)
     start = dt.date(1970, 1, 1)
     for day in range(50):
-        query = Query(
-            families=("Smith",),
-            givens=("Ann",),
-            middles=(),
-            suffixes=(),
-            birth_date=start + dt.timedelta(days=day),
-            sex="female",
-            lines=(),
-            zips=(),
-            phones=(),
-            emails=(),
-            ssn_last4="",
-            identifiers=(),
-        )
+        query = names_only(("Smith",), ("Ann",), start + dt.timedelta(days=day), "female")
         matcher.match("org-a", mrn_system("org-a"), query)
     assert matcher._screened.cache_info().currsize == 8
+
+
+def names_only(
+    families: tuple[str, ...], givens: tuple[str, ...], birth_date: dt.date, sex: str
+) -> Query:
+    """A query with names, birth date and sex, and nothing else."""
+    return Query(
+        families=families,
+        givens=givens,
+        middles=(),
+        suffixes=(),
+        birth_date=birth_date,
+        sex=sex,
+        lines=(),
+        zips=(),
+        phones=(),
+        emails=(),
+        ssn_last4="",
+        identifiers=(),
+    )
