@@ -20,7 +20,7 @@ from ehrfetch.store.tables import (
     Sex,
     table_of,
 )
-from ehrfetch.store.upsert import insert_missing, insert_rows
+from ehrfetch.store.upsert import insert_missing, insert_rows, update_rows
 from support import StoreUnderTest
 
 EASTERN = timezone(timedelta(hours=-5))
@@ -161,6 +161,31 @@ def test_skip_existing_keeps_stored_rows_and_adds_the_rest(db: StoreUnderTest) -
     }
 
 
+def test_returning_hands_back_the_inserted_rows_and_none_skipped(db: StoreUnderTest) -> None:
+    pid = add_participant(db)
+    keys = ["participant_id", "organization_id", "network_patient_id"]
+    with db.sessions.begin() as session:
+        insert_rows(session, table_of(PatientLink), [link_row(pid, "p1", LinkDecision.ACCEPT, [])])
+    with db.sessions.begin() as session:
+        found = insert_rows(
+            session,
+            table_of(PatientLink),
+            [link_row(pid, patient, LinkDecision.REVIEW, []) for patient in ("p1", "p2", "p3")],
+            skip_existing=keys,
+            returning=("network_patient_id", "decision", "id"),
+        )
+        stored = dict(session.execute(select(PatientLink.network_patient_id, PatientLink.id)).all())
+    # p1 was there: skipped, so not handed back. The others with the ids they were given,
+    # and values read back through the column types (the enum, not its text).
+    assert sorted(found) == sorted(
+        (patient, LinkDecision.REVIEW, stored[patient]) for patient in ("p2", "p3")
+    )
+    with db.sessions.begin() as session:
+        assert (
+            insert_rows(session, table_of(PatientLink), [link_row(pid, "p4", "accept", [])]) == []
+        )
+
+
 def test_unknown_enum_values_are_refused(db: StoreUnderTest) -> None:
     pid = add_participant(db)
     row = link_row(pid, "p1", LinkDecision.ACCEPT, [])
@@ -207,3 +232,77 @@ def test_rows_with_different_columns_are_refused_before_anything_is_sent(
     with pytest.raises(ValueError, match="row 4 has columns"), db.sessions.begin() as session:
         insert_rows(session, table_of(Audit), rows)
     assert stored_audit(db, 1) == []
+
+
+def test_update_rows_sets_each_rows_values_by_key_and_obeys_where(db: StoreUnderTest) -> None:
+    pid = add_participant(db)
+    table = table_of(PatientLink)
+    with db.sessions.begin() as session:
+        ids = {
+            patient: rid
+            for patient, _, rid in insert_rows(
+                session,
+                table,
+                [
+                    link_row(pid, "p1", LinkDecision.REVIEW, []),
+                    link_row(pid, "p2", LinkDecision.REVIEW, []),
+                    link_row(pid, "p3", LinkDecision.REJECT, ["kept"]),
+                    link_row(pid, "p4", LinkDecision.REVIEW, ["untouched"]),
+                ],
+                returning=("network_patient_id", "decision", "id"),
+            )
+        }
+    later = datetime(2026, 4, 1, 12, 0, 0, 654321, tzinfo=EASTERN)
+    sent: list[bool] = []
+
+    def record(*arguments: Any) -> None:
+        sent.append(arguments[-1])  # executemany or not
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        with db.sessions.begin() as session:
+            update_rows(
+                session,
+                table,
+                [
+                    {
+                        "id": ids[patient],
+                        "decision": LinkDecision.ACCEPT,
+                        "reasons": [f'{patient} "quoted"'],
+                        "decided_at": later,
+                    }
+                    for patient in ("p1", "p2", "p3")
+                ],
+                key="id",
+                # a further condition on the stored row: a rejection stays
+                where=table.c.decision != LinkDecision.REJECT,
+            )
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert stored_links(db) == {
+        "p1": (LinkDecision.ACCEPT, ['p1 "quoted"']),
+        "p2": (LinkDecision.ACCEPT, ['p2 "quoted"']),
+        "p3": (LinkDecision.REJECT, ["kept"]),
+        "p4": (LinkDecision.REVIEW, ["untouched"]),
+    }
+    with db.sessions() as session:
+        decided = session.scalar(select(PatientLink.decided_at).where(PatientLink.id == ids["p1"]))
+    assert decided == later  # through the column's type: aware, to the microsecond
+    if db.backend == "postgresql":
+        assert sent == [False]  # one statement, not one per row
+
+
+def test_update_rows_refuses_rows_without_the_key_or_with_differing_columns(
+    db: StoreUnderTest,
+) -> None:
+    table = table_of(PatientLink)
+    with db.sessions.begin() as session:
+        with pytest.raises(ValueError, match="no 'id'"):
+            update_rows(session, table, [{"decision": LinkDecision.ACCEPT}], key="id")
+        with pytest.raises(ValueError, match="row 1 has columns"):
+            update_rows(
+                session,
+                table,
+                [{"id": 1, "decision": LinkDecision.ACCEPT}, {"id": 2, "score": 0.5}],
+                key="id",
+            )

@@ -24,7 +24,13 @@ from ehrfetch.cohort.importing import import_consents, import_roster
 from ehrfetch.cohort.selection import rules_from, select_cohort
 from ehrfetch.errors import ConsentNotInForce, StoreError
 from ehrfetch.settings import CohortSettings, NetworkSettings, Settings
-from ehrfetch.store.batches import AttemptResult, claim_batch, finish_attempt, finish_batch
+from ehrfetch.store.batches import (
+    AttemptResult,
+    claim_batch,
+    finish_attempt,
+    finish_attempts,
+    finish_batch,
+)
 from ehrfetch.store.cohort import create_run
 from ehrfetch.store.documents import (
     DerivedResource,
@@ -288,6 +294,38 @@ def test_purge_removes_exactly_that_participants_acquired_data(
     # The finished attempt is history and stays; the pending one is closed.
     assert [a.outcome for a in attempts] == [AttemptOutcome.RETRIEVED, AttemptOutcome.WITHDRAWN]
     assert attempts[0].documents == 2
+
+
+def test_a_withdrawal_has_the_last_word_over_an_outcome_recorded_after_it(
+    db: StoreUnderTest, pids: dict[str, int]
+) -> None:
+    """A worker that was acquiring R1 when the withdrawal closed R1's attempt records its
+    outcome afterwards: the attempt stays withdrawn; R2's outcome is recorded as usual."""
+    with db.sessions() as session:
+        pending = dict(
+            session.execute(
+                select(Attempt.participant_id, Attempt.id).where(Attempt.outcome.is_(None))
+            ).all()
+        )
+    withdraw(db)
+    late = AttemptResult(AttemptOutcome.RETRIEVED, documents=4, resources=9)
+    with db.sessions.begin() as session:
+        finish_attempts(
+            session, [(pending[pid], late, NOW, NOW) for pid in (pids["R1"], pids["R2"])]
+        )
+    with db.sessions() as session:
+        outcomes = {
+            pid: (outcome, documents)
+            for pid, outcome, documents in session.execute(
+                select(Attempt.participant_id, Attempt.outcome, Attempt.documents).where(
+                    Attempt.id.in_(pending.values())
+                )
+            )
+        }
+    assert outcomes == {
+        pids["R1"]: (AttemptOutcome.WITHDRAWN, 0),
+        pids["R2"]: (AttemptOutcome.RETRIEVED, 4),
+    }
 
 
 def test_audit_row_is_kept_with_the_research_id_and_no_phi(

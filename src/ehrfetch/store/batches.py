@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from ehrfetch.errors import StoreError
@@ -24,6 +24,7 @@ from ehrfetch.store.tables import (
     Participant,
     table_of,
 )
+from ehrfetch.store.upsert import update_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,28 +64,9 @@ class AttemptResult:
 
 
 _ATTEMPTS = table_of(Attempt)
-# One statement for a group of attempts (executemany), built once.
-_FINISH = (
-    update(_ATTEMPTS)
-    # A withdrawal that closed the attempt while it ran has the last word.
-    .where(
-        _ATTEMPTS.c.id == bindparam("attempt_id"),
-        or_(
-            _ATTEMPTS.c.outcome.is_(None),
-            _ATTEMPTS.c.outcome != AttemptOutcome.WITHDRAWN,
-        ),
-    )
-    .values(
-        outcome=bindparam("outcome"),
-        error_code=bindparam("error_code"),
-        error_detail=bindparam("error_detail"),
-        links_accepted=bindparam("links_accepted"),
-        documents=bindparam("documents"),
-        resources=bindparam("resources"),
-        started_at=bindparam("started"),
-        finished_at=bindparam("finished"),
-    )
-)
+# A withdrawal that closed the attempt while it ran has the last word. Built once:
+# update_rows keeps its statement per condition.
+_NOT_WITHDRAWN = or_(_ATTEMPTS.c.outcome.is_(None), _ATTEMPTS.c.outcome != AttemptOutcome.WITHDRAWN)
 
 
 def finish_attempt(
@@ -99,22 +81,26 @@ def finish_attempts(
     """Record outcomes: (attempt id, result, started, finished) each."""
     if not attempts:
         return
-    session.connection().execute(
-        _FINISH,
+    # One statement for the group on PostgreSQL, whatever its size (``update_rows``).
+    update_rows(
+        session,
+        _ATTEMPTS,
         [
             {
-                "attempt_id": attempt_id,
+                "id": attempt_id,
                 "outcome": result.outcome,
                 "error_code": result.error_code,
                 "error_detail": result.error_detail,
                 "links_accepted": result.links_accepted,
                 "documents": result.documents,
                 "resources": result.resources,
-                "started": started,
-                "finished": finished,
+                "started_at": started,
+                "finished_at": finished,
             }
             for attempt_id, result, started, finished in attempts
         ],
+        key="id",
+        where=_NOT_WITHDRAWN,
     )
 
 

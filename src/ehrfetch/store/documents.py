@@ -15,8 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, text, tuple_
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import bindparam, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from ehrfetch.store.cohort import CohortRules
@@ -32,7 +31,6 @@ from ehrfetch.store.tables import (
     ResourceSource,
     table_of,
 )
-from ehrfetch.store.types import UtcDateTime, json_text
 from ehrfetch.store.upsert import insert_missing, insert_rows
 
 _DOCUMENT = table_of(Document)
@@ -365,8 +363,9 @@ def _insert_new(
 ) -> dict[tuple[str, str], int]:
     """Insert the new resources of every document; their row ids by (type, dedup key).
 
-    RETURNING hands the ids back with the insert (one round trip, batched into
-    multi-row VALUES on both databases) instead of a query after it. No conflict is
+    RETURNING hands the ids back with the insert (one statement on PostgreSQL, one
+    parameter whatever the number of rows: ``insert_rows``) instead of a query after
+    it. No conflict is
     possible: the participant's row is locked (``consent_gate``) and ``resolve`` found
     none of these keys stored (nor gave one key to two new resources).
     """
@@ -385,55 +384,12 @@ def _insert_new(
     ]
     if not rows:
         return {}
-    if session.get_bind().dialect.name == "postgresql":
-        return _insert_new_postgresql(session, participant_id, rows)
-    table = table_of(Resource)
-    statement = (
-        sqlite.insert(table)
-        .on_conflict_do_nothing(index_elements=["participant_id", "resource_type", "dedup_key"])
-        .returning(table.c.resource_type, table.c.dedup_key, table.c.id)
-    )
-    return {(kind, key): rid for kind, key, rid in session.execute(statement, rows)}
-
-
-# One parameter, whatever the number of rows: a multi-row VALUES with RETURNING is a new
-# statement text for every row count, and psycopg re-parses texts of more than 50
-# parameters on every execution (8 % of the pipeline's CPU). Nor one array per column:
-# psycopg writes a text[] parameter by escaping every quote of every element in a regex
-# callback, and resource bodies are mostly quotes (5 % of a batch worker's CPU). One JSON
-# document of the rows, written by orjson, goes through untouched.
-_INSERT_RESOURCES_PG = text(
-    """
-    INSERT INTO resource
-        (participant_id, resource_type, fhir_id, dedup_key, body, created_at, updated_at)
-    SELECT :pid, r.resource_type, r.fhir_id, r.dedup_key, r.body, r.at, r.at
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-        AS r (resource_type text, fhir_id text, dedup_key text, body jsonb, at timestamptz)
-    ON CONFLICT (participant_id, resource_type, dedup_key) DO NOTHING
-    RETURNING resource_type, dedup_key, id
-    """
-)
-
-
-def _insert_new_postgresql(
-    session: Session, participant_id: int, rows: list[dict[str, Any]]
-) -> dict[tuple[str, str], int]:
-    # Raw SQL bypasses the column types: the UTC rule (naive times refused) is applied here.
-    utc = UtcDateTime()
-    dialect = session.get_bind().dialect
-    records = [
-        {
-            "resource_type": row["resource_type"],
-            "fhir_id": row["fhir_id"],
-            "dedup_key": row["dedup_key"],
-            "body": row["body"],
-            # ISO 8601 with the offset: PostgreSQL reads it back to the microsecond.
-            "at": utc.process_bind_param(row["created_at"], dialect),
-        }
-        for row in rows
-    ]
-    found = session.execute(
-        _INSERT_RESOURCES_PG, {"pid": participant_id, "rows": json_text(records)}
+    found = insert_rows(
+        session,
+        table_of(Resource),
+        rows,
+        skip_existing=("participant_id", "resource_type", "dedup_key"),
+        returning=("resource_type", "dedup_key", "id"),
     )
     return {(kind, key): int(rid) for kind, key, rid in found}
 
