@@ -182,7 +182,10 @@ def test_returning_hands_back_the_inserted_rows_and_none_skipped(db: StoreUnderT
     )
     with db.sessions.begin() as session:
         assert (
-            insert_rows(session, table_of(PatientLink), [link_row(pid, "p4", "accept", [])]) == []
+            insert_rows(
+                session, table_of(PatientLink), [link_row(pid, "p4", LinkDecision.ACCEPT, [])]
+            )
+            == []
         )
 
 
