@@ -34,6 +34,7 @@ from ehrfetch import store
 from ehrfetch.batch import BatchResult, run_batch
 from ehrfetch.cohort.selection import rules_from
 from ehrfetch.errors import ConfigError, StoreError
+from ehrfetch.heap import settle_heap
 from ehrfetch.settings import Settings
 from ehrfetch.store import runs as q
 from ehrfetch.store.batches import finish_batch, reopen_batch
@@ -202,6 +203,7 @@ async def acquire_batch(
         if again:
             reopen_batch(session, batch_id)
     organizations = parameters.get("organizations")
+    settle_heap()
     return await run_batch(
         batch_id,
         batch_settings(settings, parameters, shared_pacing=pacing_dir is not None),
