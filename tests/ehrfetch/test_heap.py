@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ehrfetch.heap import settle_heap
+from ehrfetch.heap import YOUNG_THRESHOLD, settle_heap
 
 
 class Node:
@@ -24,8 +24,10 @@ def cycle() -> tuple[Node, weakref.ref[Node]]:
 
 @pytest.fixture(autouse=True)
 def unfrozen() -> Iterator[None]:
+    thresholds = gc.get_threshold()
     yield
     gc.unfreeze()  # the rest of the test run keeps the collector as it found it
+    gc.set_threshold(*thresholds)
 
 
 def test_survivors_are_frozen_and_garbage_is_collected_first() -> None:
@@ -42,3 +44,9 @@ def test_survivors_are_frozen_and_garbage_is_collected_first() -> None:
     # ...until the next batch starts: frozen garbage lasts one batch at most.
     settle_heap()
     assert kept_ref() is None
+
+
+def test_young_collections_run_less_often_and_the_older_ones_as_before() -> None:
+    gc.set_threshold(700, 11, 12)
+    settle_heap()
+    assert gc.get_threshold() == (YOUNG_THRESHOLD, 11, 12)
