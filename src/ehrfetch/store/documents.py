@@ -365,9 +365,8 @@ def _insert_new(
 
     RETURNING hands the ids back with the insert (one statement on PostgreSQL, one
     parameter whatever the number of rows: ``insert_rows``) instead of a query after
-    it. No conflict is
-    possible: the participant's row is locked (``consent_gate``) and ``resolve`` found
-    none of these keys stored (nor gave one key to two new resources).
+    it. No conflict is possible: the participant's row is locked (``consent_gate``) and
+    ``resolve`` found none of these keys stored (nor gave one key to two new resources).
     """
     rows = [
         {

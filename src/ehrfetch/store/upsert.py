@@ -97,7 +97,9 @@ def update_rows(
 
     One ``UPDATE … FROM jsonb_to_recordset`` on PostgreSQL, an executemany on SQLite.
     ``where``: a further condition on the stored row (a row it excludes is left as is).
-    Values go through the columns' own types, as ``insert_rows``'s do.
+    It is part of the key the statement is kept under: build it once (a module
+    constant), not per call. Values go through the columns' own types, as
+    ``insert_rows``'s do.
     """
     if not rows:
         return
