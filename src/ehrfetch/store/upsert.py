@@ -31,7 +31,6 @@ from sqlalchemy import (
     Float,
     Result,
     Table,
-    and_,
     bindparam,
     cast,
     column,
@@ -112,8 +111,7 @@ def update_rows(
         session.execute(statement, _recordset_parameter(statement, table, columns, rows, dialect))
         return
     # bindparam names must differ from the columns' names in an UPDATE's values.
-    condition = table.c[key] == bindparam(f"_{key}")
-    statement = update(table).where(condition if where is None else and_(condition, where))
+    statement = update(table).where(*_conditions(table.c[key] == bindparam(f"_{key}"), where))
     statement = statement.values({name: bindparam(f"_{name}") for name in columns if name != key})
     session.connection().execute(
         statement, [{f"_{name}": value for name, value in row.items()} for row in rows]
@@ -203,12 +201,18 @@ def _recordset_update(
 ) -> Executable:
     """UPDATE table SET … FROM jsonb_to_recordset(:rows) AS r(…) WHERE table.key = r.key."""
     recordset = _recordset(table, columns)
-    condition = table.c[key] == recordset.c[key]
     return (
         update(table)
-        .where(condition if where is None else and_(condition, where))
+        .where(*_conditions(table.c[key] == recordset.c[key], where))
         .values({name: recordset.c[name] for name in columns if name != key})
     )
+
+
+def _conditions(
+    match: ColumnElement[bool], where: ColumnElement[bool] | None
+) -> tuple[ColumnElement[bool], ...]:
+    """The key match, and the caller's further condition when there is one."""
+    return (match,) if where is None else (match, where)
 
 
 def _recordset(table: Table, columns: tuple[str, ...]) -> TableValuedAlias:
