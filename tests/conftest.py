@@ -18,7 +18,10 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import create_engine, text
 
-from ehrfetch import store
+# fhir_models here, before any test module builds an R4B class: the classes get
+# ehrfetch's validators as in the application (a test importing fhir.resources first
+# would build them with the library's).
+from ehrfetch import fhir_models, store  # noqa: F401
 from ehrfetch.cli_runs import patient_temporary_server
 from ehrfetch.settings import StoreSettings
 from support import StoreUnderTest

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
-from fhir.resources.R4B import get_fhir_model_class
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from ehrfetch.errors import ConfigError
+from ehrfetch.fhir_models import model_class
 from ehrfetch.store.export import (
     DEFAULT_CHUNK,
     AddressRow,
@@ -100,7 +100,7 @@ class _Validator:
         model = self._models.get(kind)
         if model is None:
             try:
-                model = get_fhir_model_class(kind)
+                model = model_class(kind)
             except KeyError:
                 return f"{kind} is not an R4B resource type"
             self._models[kind] = model

@@ -49,11 +49,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from fhir.resources.R4B import get_fhir_model_class
 from lxml import etree
 
 from ehrfetch.bench.ccda_coverage import as_document
 from ehrfetch.errors import DocumentError
+from ehrfetch.fhir_models import model_class
 from ehrfetch.normalize.ccda import normalize_ccda
 from ehrfetch.normalize.fhir_bundle import NormalizedDocument, normalize_bundle
 from ehrfetch.normalize.validation import clear_validation_cache
@@ -291,7 +291,7 @@ def _plain_parse(body: bytes) -> object:
 
 
 def _model_validate(body: dict[str, Any]) -> object:
-    return get_fhir_model_class(body["resourceType"]).model_validate(body)
+    return model_class(body["resourceType"]).model_validate(body)
 
 
 # --- inputs -------------------------------------------------------------------------

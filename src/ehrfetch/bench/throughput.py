@@ -356,7 +356,7 @@ async def http_limit(
 
 def validation_limit(samples: Sequence[tuple[str, bytes]]) -> ValidationLimit:
     """fhir.resources validation alone over what ehrfetch derives from ``samples``."""
-    from fhir.resources.R4B import get_fhir_model_class
+    from ehrfetch.fhir_models import model_class
 
     bodies: list[dict[str, Any]] = []
     documents = 0
@@ -373,7 +373,7 @@ def validation_limit(samples: Sequence[tuple[str, bytes]]) -> ValidationLimit:
             continue
         documents += 1
         bodies.extend(r.body for r in normalized.resources)
-    classes = {kind: get_fhir_model_class(kind) for kind in {b["resourceType"] for b in bodies}}
+    classes = {kind: model_class(kind) for kind in {b["resourceType"] for b in bodies}}
     started = time.process_time()
     for body in bodies:
         classes[body["resourceType"]].model_validate(body)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from fhir.resources.R4B.patient import Patient
 from pydantic import ValidationError
 
 from ehrfetch.cohort import fields
@@ -21,6 +20,7 @@ from ehrfetch.cohort.fields import FieldProblem
 from ehrfetch.cohort.reading import ReadContext
 from ehrfetch.cohort.records import ParticipantRecord, PersonName, PostalAddress
 from ehrfetch.errors import InputFileError, RowProblem
+from ehrfetch.fhir_models import Patient
 
 SSN_SYSTEM = "http://hl7.org/fhir/sid/us-ssn"
 _OLD_USES = {"old", "maiden"}

@@ -22,14 +22,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
-from importlib import import_module
 from typing import Any, Final, TypeGuard
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from ehrfetch.errors import InvalidResponse
+from ehrfetch.fhir_models import model_class
 from ehrfetch.network.model import AttachmentRef, DocumentRefEntry, MatchCandidate
 from ehrfetch.network.retry import Retryable
 
@@ -64,13 +63,6 @@ def load_object(body: bytes, invalid: Invalid) -> Json:
     return data
 
 
-@cache
-def _model(resource_type: str) -> type[BaseModel]:
-    module = import_module(f"fhir.resources.R4B.{resource_type.lower()}")
-    model: type[BaseModel] = getattr(module, resource_type)
-    return model
-
-
 def validate(data: Json, resource_type: str, invalid: Invalid) -> Json:
     """``data`` when it is a valid FHIR ``resource_type``; InvalidResponse otherwise."""
     found = data.get("resourceType")
@@ -78,7 +70,7 @@ def validate(data: Json, resource_type: str, invalid: Invalid) -> Json:
         shown = found if isinstance(found, str) and found.isidentifier() else "something else"
         raise invalid(f"expected a FHIR {resource_type}, got {shown}")
     try:
-        _model(resource_type).model_validate(data)
+        model_class(resource_type).model_validate(data)
     except ValidationError as error:
         problems = error.errors(include_url=False, include_input=False, include_context=False)
         first = problems[0]
@@ -219,7 +211,7 @@ def _valid_plain_searchset(data: Json) -> bool:
         return False
     try:
         for kind, resource in resources:
-            _model(kind).model_validate(resource)
+            model_class(kind).model_validate(resource)
     except Exception:
         # Whatever went wrong, the whole Bundle's validation reports it, as it always did.
         return False

@@ -22,8 +22,9 @@ from collections import OrderedDict
 from typing import Any
 
 import orjson
-from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
+
+from ehrfetch.fhir_models import model_class
 
 CACHE_SIZE = 50_000
 """Digests of valid resources kept (~10 MB): a few busy participants' worth of facts."""
@@ -85,7 +86,7 @@ def _digest(resource: dict[str, Any]) -> bytes | None:
 
 
 def _validate_uncached(resource: dict[str, Any]) -> str | None:
-    model = get_fhir_model_class(resource["resourceType"])  # lru_cached by fhir.resources
+    model = model_class(resource["resourceType"])  # lru_cached by fhir.resources
     try:
         model.model_validate(resource)
     except ValidationError as exc:
