@@ -108,8 +108,23 @@ def create_app(config: NetworkConfig, *, clock: Callable[[], float] = time.time)
     app = FastAPI(title="mock_network", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.network = network
 
+    bases: dict[tuple[Any, ...], str] = {}
+
     def base_url(request: Request) -> str:
-        return (config.public_base_url or str(request.base_url)).rstrip("/")
+        # Remembered per scheme, Host and root path: building it (Starlette's URL) for
+        # every request was ~3 % of the stand-in's CPU. A network is reached by a name or
+        # two; a client sending many Host headers only empties the dict now and then.
+        if config.public_base_url:
+            return config.public_base_url.rstrip("/")
+        scope = request.scope
+        host = request.headers.get("host")
+        key = (scope["scheme"], scope.get("server"), host, scope.get("root_path", ""))
+        known = bases.get(key)
+        if known is None:
+            if len(bases) >= 64:
+                bases.clear()
+            known = bases[key] = str(request.base_url).rstrip("/")
+        return known
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -247,27 +262,32 @@ def create_app(config: NetworkConfig, *, clock: Callable[[], float] = time.time)
         return response
 
     # -- organization endpoints ----------------------------------------------------
+    # Plain Starlette routes, not FastAPI ones: they read their path parameters and the
+    # request themselves, and FastAPI's per-request parameter resolution
+    # (solve_dependencies and its endpoint wrapper) was ~13 % of the stand-in's CPU in
+    # the throughput benchmark (docs/benchmarks.md, thirteenth session).
 
-    @app.get("/orgs/{org_id}/fhir/metadata")
-    async def metadata(request: Request, org_id: str) -> Response:
+    async def metadata(request: Request) -> Response:
         async def handler(org: OrgConfig, forced: frozenset[str], base: str) -> Response:
             return _json(
                 fhir.capability_statement(org, f"{base}/orgs/{org.id}/fhir", f"{base}/token")
             )
 
+        org_id = request.path_params["org_id"]
         return await org_call(request, org_id, None, handler, kind="metadata")
 
-    @app.post("/orgs/{org_id}/fhir/Patient/$match")
-    async def match(request: Request, org_id: str) -> Response:
+    async def match(request: Request) -> Response:
         raw = await request.body()
 
         async def handler(org: OrgConfig, forced: frozenset[str], base: str) -> Response:
             return _match(network, org, raw, f"{base}/orgs/{org.id}/fhir")
 
+        org_id = request.path_params["org_id"]
         return await org_call(request, org_id, "Patient", handler, kind="match")
 
-    @app.get("/orgs/{org_id}/fhir/Patient/{patient_id}")
-    async def read_patient(request: Request, org_id: str, patient_id: str) -> Response:
+    async def read_patient(request: Request) -> Response:
+        patient_id = request.path_params["patient_id"]
+
         async def handler(org: OrgConfig, forced: frozenset[str], base: str) -> Response:
             index = network.population.index_of(org.id, patient_id)
             record = None if index is None else network.population.record(index, org.id)
@@ -275,22 +295,31 @@ def create_app(config: NetworkConfig, *, clock: Callable[[], float] = time.time)
                 return error_response(404, "not-found", f"no Patient/{patient_id} at {org.id}")
             return _json(fhir.patient(record, org))
 
+        org_id = request.path_params["org_id"]
         return await org_call(request, org_id, "Patient", handler, kind="read")
 
-    @app.get("/orgs/{org_id}/fhir/DocumentReference")
-    async def document_search(request: Request, org_id: str) -> Response:
+    async def document_search(request: Request) -> Response:
         async def handler(org: OrgConfig, forced: frozenset[str], base: str) -> Response:
             return _document_search(network, org, request, forced, f"{base}/orgs/{org.id}/fhir")
 
+        org_id = request.path_params["org_id"]
         return await org_call(request, org_id, "DocumentReference", handler, kind="search")
 
-    @app.get("/orgs/{org_id}/fhir/Binary/{binary_id}")
-    async def binary(request: Request, org_id: str, binary_id: str) -> Response:
+    async def binary(request: Request) -> Response:
+        binary_id = request.path_params["binary_id"]
+
         async def handler(org: OrgConfig, forced: frozenset[str], base: str) -> Response:
             return _binary(network, org, binary_id, forced)
 
+        org_id = request.path_params["org_id"]
         return await org_call(request, org_id, "Binary", handler, fhir_json=False, kind="binary")
 
+    org = "/orgs/{org_id}/fhir"
+    app.add_route(f"{org}/metadata", metadata, methods=["GET"])
+    app.add_route(f"{org}/Patient/$match", match, methods=["POST"])
+    app.add_route(f"{org}/Patient/{{patient_id}}", read_patient, methods=["GET"])
+    app.add_route(f"{org}/DocumentReference", document_search, methods=["GET"])
+    app.add_route(f"{org}/Binary/{{binary_id}}", binary, methods=["GET"])
     return app
 
 

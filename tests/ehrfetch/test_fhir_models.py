@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fhir_core.types import FhirBase
 from pydantic import ValidationError
 
 from ehrfetch import fhir_models
@@ -30,8 +31,25 @@ from mock_network.documents.model import DocSubject, DocumentMix
 
 SRC = Path(fhir_models.__file__).parent
 
+# What a model is made of: the class of every value in it, all the way down (the
+# written-out form alone would not tell a nested model from a dict left in its place).
+_SHAPE = """
+def shape(value):
+    if isinstance(value, list):
+        return [shape(item) for item in value]
+    fields = getattr(type(value), "model_fields", None)
+    if fields is None:
+        return type(value).__name__
+    inner = {name: getattr(value, name) for name in fields}
+    return {"": type(value).__name__, **{k: shape(v) for k, v in inner.items() if v is not None}}
+"""
+_shape_of: dict[str, Any] = {}
+exec(_SHAPE, _shape_of)  # the same code in both processes  # noqa: S102
+
 # Validates each resource of a JSON list with fhir.resources alone and prints verdicts.
-_LIBRARY_ALONE = """
+_LIBRARY_ALONE = (
+    _SHAPE
+    + """
 import json, sys
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.patient import Patient
@@ -41,23 +59,24 @@ assert owner.func.__module__ == "fhir_core.fhirabstractmodel", owner.func.__modu
 verdicts = []
 for body in json.load(open(sys.argv[1])):
     try:
-        get_fhir_model_class(body["resourceType"]).model_validate(body)
-        verdicts.append(None)
+        model = get_fhir_model_class(body["resourceType"]).model_validate(body)
+        verdicts.append({"built": json.loads(model.model_dump_json()), "shape": shape(model)})
     except ValidationError as error:
-        verdicts.append(error.errors(include_url=False, include_input=False))
+        verdicts.append({"errors": error.errors(include_url=False, include_input=False)})
 print(json.dumps(verdicts, default=str))
 """
+)
 
 
-def _verdict(body: dict[str, Any]) -> list[dict[str, Any]] | None:
+def _verdict(body: dict[str, Any]) -> dict[str, Any]:
+    """What was built (written out, and its shape) or every error, as the library does."""
     try:
-        model_class(body["resourceType"]).model_validate(body)
+        model = model_class(body["resourceType"]).model_validate(body)
     except ValidationError as error:
         # Through JSON, as the other process's verdicts come (tuples become lists).
         errors = error.errors(include_url=False, include_input=False)
-        loaded: list[dict[str, Any]] = json.loads(json.dumps(errors, default=str))
-        return loaded
-    return None
+        return {"errors": json.loads(json.dumps(errors, default=str))}
+    return {"built": json.loads(model.model_dump_json()), "shape": _shape_of["shape"](model)}
 
 
 def _documents() -> list[dict[str, Any]]:
@@ -151,15 +170,15 @@ def test_every_verdict_is_the_librarys(tmp_path: Path) -> None:
     assert not mismatched, (corpus[mismatched[0]], ours[mismatched[0]], theirs[mismatched[0]])
     # The corpus exercises both answers of every check: the valid pass, each break fails
     # except a missing primitive whose extension says why (FHIR allows that).
-    assert all(verdict is None for verdict in ours[: len(valid)])
+    assert all("built" in verdict for verdict in ours[: len(valid)])
     at = len(valid)
     for kind, variants in broken.items():
         verdicts = ours[at : at + len(variants)]
         at += len(variants)
         if kind == "required primitive only as an extension":
-            assert all(verdict is None for verdict in verdicts), kind
+            assert all("built" in verdict for verdict in verdicts), kind
         else:
-            assert all(verdict is not None for verdict in verdicts), kind
+            assert all("errors" in verdict for verdict in verdicts), kind
 
 
 def test_a_null_in_a_list_of_codings_is_refused_where_it_is() -> None:
@@ -178,6 +197,8 @@ def test_the_classes_ehrfetch_uses_carry_the_replacements(kind: str) -> None:
     validators = model_class(kind).__pydantic_decorators__.model_validators
     assert validators["reject_null_complex_elements"].func.__module__ == fhir_models.__name__
     assert validators["validate_after_model_construction"].func.__module__ == (fhir_models.__name__)
+    # Every element type's validator (looked up at each call, so set once on the base).
+    assert FhirBase.__dict__["fhir_model_validator"].__func__ is fhir_models.fhir_model_validator
 
 
 def test_the_replacements_come_first_in_a_fresh_process() -> None:

@@ -11,8 +11,9 @@ One run does, on this machine:
    with the same request mix — ``$match`` everywhere, then document search and every
    attachment where a candidate is certain or probable — at the pipeline's concurrency;
 3. **the validation limit**: fhir.resources validation alone (the R4B models, as the
-   normalizers use) over the resources ehrfetch derives from the documents step 2
-   fetched;
+   normalizers use them: with ``ehrfetch.fhir_models``' cheaper validators, so the
+   limit is the faster one) over the resources ehrfetch derives from the documents
+   step 2 fetched;
 4. **the pipeline**: ``ehrfetch run`` in a child process — the acquire-ehr Prefect flow
    on a temporary Prefect server, exactly what an operator starts — and then reads the
    store, the audit trail and the network's ``/stats`` for the figures.
