@@ -1,4 +1,4 @@
-"""The FHIR model classes ehrfetch validates with, and the cost of two of their validators.
+"""The FHIR model classes ehrfetch validates with, and the cost of three of their validators.
 
 fhir.resources 8.x defaults to FHIR R5 and has no R4 package, so R4 data is validated
 with its ``R4B`` models (wire-compatible with R4 for the resources ehrfetch handles).
@@ -48,13 +48,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fhir_core import fhirabstractmodel as _fam
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from fhir_core.types import FhirBase
 from fhir_core.utils import is_list_type, is_primitive_type
 
-_library_reject_null = _fam.FHIRAbstractModel.__dict__["reject_null_complex_elements"].__func__
-_library_after = _fam.FHIRAbstractModel.__dict__["validate_after_model_construction"]
+_library_reject_null = FHIRAbstractModel.__dict__["reject_null_complex_elements"].__func__
+_library_after = FHIRAbstractModel.__dict__["validate_after_model_construction"]
 _library_element = FhirBase.__dict__["fhir_model_validator"].__func__
 
 # The per-class answers: (name, alias) of each list-of-complex-type field, and for the
