@@ -69,6 +69,8 @@ def test_every_figure_is_reported(bench: tuple[dict[str, Any], str, str]) -> Non
     assert figures["http_limit"]["requests"] > 0 and figures["http_limit"]["requests_per_s"] > 0
     assert figures["validation_limit"]["resources"] > 0
     assert figures["validation_limit"]["resources_per_s"] > 0
+    limit = figures["validation_limit"]
+    assert limit["passes"] == 5  # the rate is the median pass's
     ratios = figures["ratios"]
     assert ratios["http_vs_plain_client"] == pytest.approx(
         requests["per_s"] / figures["http_limit"]["requests_per_s"], abs=1e-3
