@@ -22,11 +22,10 @@ resource type of what it built; for a dict that becomes an instance of exactly t
 expected class those checks hold by construction, so that case calls the class's
 validator directly and everything else goes to the library's code.
 
-Measured over 8,163 resources derived from the mock network's Bundles and C-CDA
-documents, one core, median of five passes (``docs/benchmarks.md``, thirteenth
-session): 9,000–9,400 resources/s as shipped, 15,300–15,700/s with the first two
-replaced, and ~11 % more with the third; in a batch worker these validators were ~15 %
-of the CPU.
+Measured by ``ehrfetch bench throughput``'s "validation alone" row (the same resources,
+one core; ``docs/benchmarks.md``, thirteenth session): 8,436–8,870 resources/s as
+shipped, 13,496–14,756/s with the replacements; in a batch worker these validators were
+~15 % of the CPU.
 
 The replacements work out the class-only part once per class and keep the rest; and
 whenever they see something the library would refuse (a null in a complex list, a
