@@ -8,10 +8,11 @@ import random
 import time
 
 import phonenumbers
+import pytest
 
 from mock_network.config import NetworkConfig, OrgConfig, PopulationConfig
 from mock_network.index import BlockingIndex
-from mock_network.population import JUNIOR_SENIOR, NAMESAKE, TWIN, Population, dob_typo
+from mock_network.population import JUNIOR_SENIOR, NAMESAKE, TWIN, Core, Population, dob_typo
 
 
 def _config(seed: int = 11, size: int = 2000) -> NetworkConfig:
@@ -82,6 +83,26 @@ def test_known_at_zero_to_four_orgs(population: Population) -> None:
     counts = collections.Counter(len(population.orgs_of(i)) for i in range(2000))
     assert set(counts) <= {0, 1, 2, 3}  # three organizations in this network
     assert 0.08 < counts[0] / 2000 < 0.3  # a realistic share known nowhere
+
+
+def test_each_blocks_cores_are_derived_once_however_many_are_visited() -> None:
+    population = Population(_config(size=2000), cache_blocks=4)  # caches far smaller
+    expected = [population.core(i) for i in range(2000)]
+    derived: list[int] = []
+    derive = population._block_core
+
+    def counted(block: int) -> tuple[Core, ...]:
+        derived.append(block)
+        return derive(block)
+
+    population._block_core = counted  # type: ignore[method-assign]
+    for _ in range(2):
+        assert [population.core(i) for i in reversed(range(2000))] == expected[::-1]
+    assert derived == []  # $match's screen at 300,000 participants kept re-deriving them
+    with pytest.raises(IndexError):
+        population.block_core(-1)
+    with pytest.raises(IndexError):
+        population.block_core(500)
 
 
 def test_each_persons_organizations_are_derived_once_however_many_are_visited() -> None:
