@@ -12,9 +12,11 @@ SSN's last four digits stay at home: they are used to judge candidates, never se
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
@@ -91,6 +93,9 @@ class AcquireContext:
     clock: Callable[[], datetime]
     region: str = "US"
     retrieve: bool = True
+    store_threads: Executor | None = None
+    """Where store transactions run (``in_store``): the batch's store threads. None:
+    asyncio's default executor (a caller outside ``run_batch``)."""
 
 
 @dataclass
@@ -133,7 +138,11 @@ async def in_store(ctx: AcquireContext, work: Callable[[Session], T], *, write: 
     database (SQLite's single writer lock held by another batch, a slow PostgreSQL).
     ``write=False``: the work only reads (no queueing for SQLite's writer).
     """
-    return await asyncio.to_thread(partial(_transaction, write=write), ctx.sessions, work)
+    call = partial(_transaction, ctx.sessions, work, write=write)
+    # As asyncio.to_thread does, with the context copied (logging and Prefect read it).
+    return await asyncio.get_running_loop().run_in_executor(
+        ctx.store_threads, contextvars.copy_context().run, call
+    )
 
 
 async def acquire_participant(

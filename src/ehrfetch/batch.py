@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -168,75 +169,83 @@ async def run_batch(
         with sessions.begin() as session:
             record_audit(session, rows)
 
-    try:
-        async with NetworkClient(
-            settings.network,
-            tokens or TokenSource(settings.network),
-            transport=transport,
-            on_call=calls.append,
-            sleep=sleep,
-            pacing_dir=pacing_dir,
-        ) as network:
-            directory = tuple(await network.directory())
-            with sessions.begin() as session:
-                upsert_organizations(
-                    session,
-                    [OrganizationRow(o.id, o.name, o.base_url, o.host) for o in directory],
-                    clock(),
-                )
-            chosen = _chosen(directory, organizations)
-            if not chosen:
-                # Asking nobody would record "no match" for everyone and make them wait.
-                flush_audit()
-                error = "unknown_organizations: none of the requested organizations is listed"
+    # The batch's own threads for its store work, as many as settings.store.threads says
+    # (the store's pool is sized to match), gone when the batch ends.
+    with ThreadPoolExecutor(
+        settings.store.threads, thread_name_prefix="ehrfetch-store"
+    ) as store_threads:
+        try:
+            async with NetworkClient(
+                settings.network,
+                tokens or TokenSource(settings.network),
+                transport=transport,
+                on_call=calls.append,
+                sleep=sleep,
+                pacing_dir=pacing_dir,
+            ) as network:
+                directory = tuple(await network.directory())
                 with sessions.begin() as session:
-                    result.status = finish_batch(session, batch_id, clock(), error)
-                result.errors["unknown_organizations"] += len(members)
-                return result
-            ctx = AcquireContext(
-                sessions=sessions,
-                network=network,
-                organizations=chosen,
-                rules=rules_from(settings.cohort, clock()),
-                policy=policy or MatchPolicy(),
-                purpose_of_use=settings.network.purpose_of_use,
-                match_count=settings.acquire.match_count,
-                clock=clock,
-                region=settings.roster.default_region,
-                retrieve=settings.acquire.retrieve_documents,
-            )
-            gate = asyncio.Semaphore(settings.acquire.participant_concurrency)
+                    upsert_organizations(
+                        session,
+                        [OrganizationRow(o.id, o.name, o.base_url, o.host) for o in directory],
+                        clock(),
+                    )
+                chosen = _chosen(directory, organizations)
+                if not chosen:
+                    # Asking nobody would record "no match" for everyone and make them wait.
+                    flush_audit()
+                    error = "unknown_organizations: none of the requested organizations is listed"
+                    with sessions.begin() as session:
+                        result.status = finish_batch(session, batch_id, clock(), error)
+                    result.errors["unknown_organizations"] += len(members)
+                    return result
+                ctx = AcquireContext(
+                    sessions=sessions,
+                    network=network,
+                    organizations=chosen,
+                    rules=rules_from(settings.cohort, clock()),
+                    policy=policy or MatchPolicy(),
+                    purpose_of_use=settings.network.purpose_of_use,
+                    match_count=settings.acquire.match_count,
+                    clock=clock,
+                    region=settings.roster.default_region,
+                    retrieve=settings.acquire.retrieve_documents,
+                    store_threads=store_threads,
+                )
+                gate = asyncio.Semaphore(settings.acquire.participant_concurrency)
 
-            async def one(member: Member) -> None:
-                async with gate:
-                    if stopping():
-                        skipped.append(member.attempt_id)  # closing the batch fails it
-                        return
-                    started = clock()
-                    attempt = await _attempt(ctx, member, records, household)
-                    outcomes.add(member.attempt_id, attempt, started, clock(), calls)
-                    _count(result, attempt)
-                    if (due := outcomes.due(clock())) is not None:
-                        await in_store(ctx, _outcomes_writer(due, run_id, batch_id))
+                async def one(member: Member) -> None:
+                    async with gate:
+                        if stopping():
+                            skipped.append(member.attempt_id)  # closing the batch fails it
+                            return
+                        started = clock()
+                        attempt = await _attempt(ctx, member, records, household)
+                        outcomes.add(member.attempt_id, attempt, started, clock(), calls)
+                        _count(result, attempt)
+                        if (due := outcomes.due(clock())) is not None:
+                            await in_store(ctx, _outcomes_writer(due, run_id, batch_id))
 
-            async with asyncio.TaskGroup() as group:
-                for member in members:
-                    group.create_task(one(member))
-    except NetworkError as error:
-        # The directory or the token endpoint is down: nobody can be looked up.
-        log.error("batch %d: the network is unavailable: %s", batch_id, error.code)
+                async with asyncio.TaskGroup() as group:
+                    for member in members:
+                        group.create_task(one(member))
+        except NetworkError as error:
+            # The directory or the token endpoint is down: nobody can be looked up.
+            log.error("batch %d: the network is unavailable: %s", batch_id, error.code)
+            write_outcomes()
+            flush_audit()
+            with sessions.begin() as session:
+                result.status = finish_batch(session, batch_id, clock(), f"{error.code}: {error}")
+            result.errors[error.code] += len(members)
+            return result
         write_outcomes()
         flush_audit()
         with sessions.begin() as session:
-            result.status = finish_batch(session, batch_id, clock(), f"{error.code}: {error}")
-        result.errors[error.code] += len(members)
+            result.status = finish_batch(
+                session, batch_id, clock(), INTERRUPTED if skipped else None
+            )
+        log.info("batch %d: %s %s", batch_id, result.status.value, dict(result.outcomes))
         return result
-    write_outcomes()
-    flush_audit()
-    with sessions.begin() as session:
-        result.status = finish_batch(session, batch_id, clock(), INTERRUPTED if skipped else None)
-    log.info("batch %d: %s %s", batch_id, result.status.value, dict(result.outcomes))
-    return result
 
 
 INTERRUPTED = "interrupted: the run was asked to stop before this participant"

@@ -15,7 +15,6 @@ print; the store's password is a separate secret so the URL can be shown and log
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -47,16 +46,21 @@ class StoreSettings(_Section):
     """Database password, kept out of ``url`` so the URL can be shown."""
     echo: bool = False
     """Log every SQL statement (debugging only)."""
+    threads: int = Field(default=2, ge=1, le=32)
+    """Threads of a running batch that carry its store transactions, off the event loop
+    (each holds one transaction at a time). Two, not asyncio's default ``min(32, cores +
+    4)``: against a local PostgreSQL, fewer concurrent transactions cost the server less
+    (docs/benchmarks.md, fifteenth session). More help only a store far enough away that
+    two threads spend most of their time waiting on it."""
     pool_size: int | None = Field(default=None, ge=1, le=200)
-    """Connections each process keeps open. None: one per worker thread that runs store
-    work (``min(32, cores + 4)``) and two more. Past the pool, a connection is opened
-    and closed for each transaction: a new PostgreSQL backend every time."""
+    """Connections each process keeps open. None: one per store thread and two more.
+    Past the pool, a connection is opened and closed for each transaction: a new
+    PostgreSQL backend every time."""
 
     def connections(self) -> int:
         if self.pool_size is not None:
             return self.pool_size
-        # asyncio.to_thread's default executor, where acquisition runs its store work.
-        return min(32, (os.cpu_count() or 1) + 4) + 2
+        return self.threads + 2
 
     @field_validator("url")
     @classmethod

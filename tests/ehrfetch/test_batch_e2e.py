@@ -470,3 +470,35 @@ async def test_an_operators_accept_is_retrieved_when_match_finds_no_one_now(
     assert outcome is AttemptOutcome.RETRIEVED
     # Nobody was found, so no one is linked anew: the retrieved are those linked before.
     assert again.outcomes[AttemptOutcome.RETRIEVED] == first.outcomes[AttemptOutcome.RETRIEVED]
+
+
+async def test_store_work_runs_on_the_batchs_own_threads_as_many_as_configured(
+    few: tuple[StoreUnderTest, list[int]], mock: MockNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import ehrfetch.acquire
+
+    db, [batch_id] = few
+    ran_on: list[str] = []
+    transaction = ehrfetch.acquire._transaction
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        ran_on.append(threading.current_thread().name)
+        return transaction(*args, **kwargs)
+
+    monkeypatch.setattr(ehrfetch.acquire, "_transaction", spy)
+    settings = mock.settings()
+    settings = settings.model_copy(
+        update={"store": settings.store.model_copy(update={"threads": 3})}
+    )
+    result = await run_batch(
+        batch_id, settings, db.sessions, transport=mock.transport(), sleep=no_wait
+    )
+    assert sum(result.outcomes.values()) == FAULT_COHORT
+    # Every participant's consent check at least, never on the event loop's thread...
+    assert len(ran_on) >= FAULT_COHORT
+    assert all(name.startswith("ehrfetch-store") for name in ran_on)
+    # ...on three threads at most, and none left behind once the batch is done.
+    assert 1 <= len(set(ran_on)) <= 3
+    assert not [t for t in threading.enumerate() if t.name.startswith("ehrfetch-store")]

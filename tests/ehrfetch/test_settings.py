@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -121,10 +120,10 @@ def test_settings_are_immutable() -> None:
 
 
 def test_each_store_worker_thread_keeps_its_postgresql_connection() -> None:
-    # Store work runs on asyncio.to_thread's default executor (min(32, cores + 4)
-    # threads): with fewer pooled connections, the rest are opened and closed per
-    # transaction, a new PostgreSQL backend each time.
-    threads = min(32, (os.cpu_count() or 1) + 4)
+    # Store work runs on the batch's store threads (two by default): with fewer pooled
+    # connections, the rest are opened and closed per transaction, a new PostgreSQL
+    # backend each time.
+    threads = 2
     default = StoreSettings(url="postgresql://ehrfetch@127.0.0.1:1/ehrfetch")
     assert default.connections() == threads + 2
     engine = create_store_engine(default)  # no connection is made until one is used
@@ -134,3 +133,6 @@ def test_each_store_worker_thread_keeps_its_postgresql_connection() -> None:
     sqlite_file = create_store_engine(StoreSettings(url="sqlite:///store.db"))
     assert sqlite_file.pool.size() == threads + 2  # type: ignore[attr-defined]
     create_store_engine(StoreSettings(url="sqlite://"))  # in memory: no pool to size
+    six = default.model_copy(update={"threads": 6})
+    assert six.connections() == 8
+    assert create_store_engine(six).pool.size() == 8  # type: ignore[attr-defined]

@@ -865,6 +865,7 @@ def run_throughput_bench(
             "task_runner": settings.orchestration.task_runner,
             "batch_concurrency": settings.orchestration.batch_concurrency,
             "participant_concurrency": settings.acquire.participant_concurrency,
+            "store_threads": settings.store.threads,
             "batch_size": settings.cohort.batch_size,
             "requests_per_second_per_org": settings.network.requests_per_second,
         },
