@@ -91,11 +91,10 @@ class AcquireContext:
     purpose_of_use: str
     match_count: int
     clock: Callable[[], datetime]
+    store_threads: Executor
+    """Where store transactions run (``in_store``): the batch's own threads."""
     region: str = "US"
     retrieve: bool = True
-    store_threads: Executor | None = None
-    """Where store transactions run (``in_store``): the batch's store threads. None:
-    asyncio's default executor (a caller outside ``run_batch``)."""
 
 
 @dataclass

@@ -169,36 +169,36 @@ async def run_batch(
         with sessions.begin() as session:
             record_audit(session, rows)
 
-    # The batch's own threads for its store work, as many as settings.store.threads says
-    # (the store's pool is sized to match), gone when the batch ends.
-    with ThreadPoolExecutor(
-        settings.store.threads, thread_name_prefix="ehrfetch-store"
-    ) as store_threads:
-        try:
-            async with NetworkClient(
-                settings.network,
-                tokens or TokenSource(settings.network),
-                transport=transport,
-                on_call=calls.append,
-                sleep=sleep,
-                pacing_dir=pacing_dir,
-            ) as network:
-                directory = tuple(await network.directory())
+    try:
+        async with NetworkClient(
+            settings.network,
+            tokens or TokenSource(settings.network),
+            transport=transport,
+            on_call=calls.append,
+            sleep=sleep,
+            pacing_dir=pacing_dir,
+        ) as network:
+            directory = tuple(await network.directory())
+            with sessions.begin() as session:
+                upsert_organizations(
+                    session,
+                    [OrganizationRow(o.id, o.name, o.base_url, o.host) for o in directory],
+                    clock(),
+                )
+            chosen = _chosen(directory, organizations)
+            if not chosen:
+                # Asking nobody would record "no match" for everyone and make them wait.
+                flush_audit()
+                error = "unknown_organizations: none of the requested organizations is listed"
                 with sessions.begin() as session:
-                    upsert_organizations(
-                        session,
-                        [OrganizationRow(o.id, o.name, o.base_url, o.host) for o in directory],
-                        clock(),
-                    )
-                chosen = _chosen(directory, organizations)
-                if not chosen:
-                    # Asking nobody would record "no match" for everyone and make them wait.
-                    flush_audit()
-                    error = "unknown_organizations: none of the requested organizations is listed"
-                    with sessions.begin() as session:
-                        result.status = finish_batch(session, batch_id, clock(), error)
-                    result.errors["unknown_organizations"] += len(members)
-                    return result
+                    result.status = finish_batch(session, batch_id, clock(), error)
+                result.errors["unknown_organizations"] += len(members)
+                return result
+            # The batch's own threads for its store work (the store's pool is sized to
+            # match), gone when its participants are done.
+            with ThreadPoolExecutor(
+                settings.store.threads, thread_name_prefix="ehrfetch-store"
+            ) as store_threads:
                 ctx = AcquireContext(
                     sessions=sessions,
                     network=network,
@@ -229,23 +229,21 @@ async def run_batch(
                 async with asyncio.TaskGroup() as group:
                     for member in members:
                         group.create_task(one(member))
-        except NetworkError as error:
-            # The directory or the token endpoint is down: nobody can be looked up.
-            log.error("batch %d: the network is unavailable: %s", batch_id, error.code)
-            write_outcomes()
-            flush_audit()
-            with sessions.begin() as session:
-                result.status = finish_batch(session, batch_id, clock(), f"{error.code}: {error}")
-            result.errors[error.code] += len(members)
-            return result
+    except NetworkError as error:
+        # The directory or the token endpoint is down: nobody can be looked up.
+        log.error("batch %d: the network is unavailable: %s", batch_id, error.code)
         write_outcomes()
         flush_audit()
         with sessions.begin() as session:
-            result.status = finish_batch(
-                session, batch_id, clock(), INTERRUPTED if skipped else None
-            )
-        log.info("batch %d: %s %s", batch_id, result.status.value, dict(result.outcomes))
+            result.status = finish_batch(session, batch_id, clock(), f"{error.code}: {error}")
+        result.errors[error.code] += len(members)
         return result
+    write_outcomes()
+    flush_audit()
+    with sessions.begin() as session:
+        result.status = finish_batch(session, batch_id, clock(), INTERRUPTED if skipped else None)
+    log.info("batch %d: %s %s", batch_id, result.status.value, dict(result.outcomes))
+    return result
 
 
 INTERRUPTED = "interrupted: the run was asked to stop before this participant"
