@@ -15,7 +15,8 @@ import asyncio
 import contextvars
 import logging
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -59,7 +60,7 @@ from ehrfetch.store.documents import (
     stored_document_ids,
 )
 from ehrfetch.store.links import LinkRow, accepted_links, links_of, save_links
-from ehrfetch.store.purge import consent_gate, consent_in_force_now
+from ehrfetch.store.purge import consent_gate, consent_in_force_among
 from ehrfetch.store.tables import AttemptOutcome, DocumentStatus, LinkDecision, PatientLink
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,53 @@ class AcquireContext:
     clock: Callable[[], datetime]
     store_threads: Executor
     """Where store transactions run (``in_store``): the batch's own threads."""
+    consent: ConsentWatch
+    """Whose consent is still in force, read for the batch's waiting participants."""
     region: str = "US"
     retrieve: bool = True
+
+
+class ConsentWatch:
+    """Whose consent is in force among a batch's participants not yet looked up.
+
+    A withdrawal can come while a batch runs; a participant whose consent is no longer
+    in force when their turn comes is not looked up (their demographics go nowhere).
+    Reading that per participant was one store round trip each; this reads it for all
+    of the batch's waiting participants at once, again whenever the last reading began
+    more than ``max_age_s`` before a participant asks. Writes do not rely on it: each
+    re-checks under the participant's lock (``consent_gate``).
+    """
+
+    def __init__(
+        self,
+        participant_ids: Iterable[int],
+        max_age_s: float,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._waiting = set(participant_ids)
+        self._max_age_s = max_age_s
+        self._monotonic = monotonic
+        self._in_force: frozenset[int] = frozenset()
+        self._read_at: float | None = None
+        # One reading at a time; those who asked while it ran use it if it is fresh
+        # enough for them, or start the next one.
+        self._lock = asyncio.Lock()
+
+    async def in_force(self, ctx: AcquireContext, participant_id: int) -> bool:
+        asked = self._monotonic()
+        async with self._lock:
+            if self._read_at is None or self._read_at < asked - self._max_age_s:
+                began = self._monotonic()
+                waiting = frozenset(self._waiting | {participant_id})
+                self._in_force = await in_store(
+                    ctx,
+                    lambda session: consent_in_force_among(session, waiting, ctx.rules),
+                    write=False,
+                )
+                self._read_at = began
+            self._waiting.discard(participant_id)
+            return participant_id in self._in_force
 
 
 @dataclass
@@ -155,9 +201,7 @@ async def acquire_participant(
     pid = member.participant_id
     # Withdrawn since the batch was selected: their demographics are not sent anywhere.
     # (A read: every write below re-checks under the participant's lock.)
-    if not await in_store(
-        ctx, lambda session: consent_in_force_now(session, pid, ctx.rules), write=False
-    ):
+    if not await ctx.consent.in_force(ctx, pid):
         return AttemptResult(AttemptOutcome.WITHDRAWN)
     person = MatchPerson.from_record(record)
     answers = await ctx.network.match_everywhere(

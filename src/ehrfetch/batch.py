@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
-from ehrfetch.acquire import AcquireContext, acquire_participant, in_store
+from ehrfetch.acquire import AcquireContext, ConsentWatch, acquire_participant, in_store
 from ehrfetch.cohort.records import ParticipantRecord
 from ehrfetch.cohort.selection import rules_from
 from ehrfetch.errors import EhrfetchError, NetworkError
@@ -211,6 +211,9 @@ async def run_batch(
                     region=settings.roster.default_region,
                     retrieve=settings.acquire.retrieve_documents,
                     store_threads=store_threads,
+                    consent=ConsentWatch(
+                        (m.participant_id for m in members), settings.acquire.consent_max_age_s
+                    ),
                 )
                 gate = asyncio.Semaphore(settings.acquire.participant_concurrency)
 

@@ -176,6 +176,11 @@ class AcquireSettings(_Section):
     """Candidates asked for from each organization's ``$match``."""
     retrieve_documents: bool = True
     """False: discover and decide only (a dry run of matching; the match benchmark)."""
+    consent_max_age_s: Annotated[float, Field(ge=0, le=60)] = 1.0
+    """How old a batch's reading of who still consents may be when a participant's
+    lookup begins: a participant withdrawn less than this before may still be looked
+    up, never stored (every write re-checks under the participant's lock). One read for
+    the batch a second instead of one per participant; 0: a fresh read for each."""
 
 
 class OrchestrationSettings(_Section):

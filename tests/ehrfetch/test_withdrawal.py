@@ -18,12 +18,13 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner, Result
 
+from ehrfetch.acquire import ConsentWatch
 from ehrfetch.batch import run_batch
 from ehrfetch.cli import app
 from ehrfetch.cohort.importing import import_consents, import_roster
 from ehrfetch.cohort.selection import rules_from, select_cohort
 from ehrfetch.errors import ConsentNotInForce, StoreError
-from ehrfetch.settings import CohortSettings, NetworkSettings, Settings
+from ehrfetch.settings import AcquireSettings, CohortSettings, NetworkSettings, Settings
 from ehrfetch.store.batches import (
     AttemptResult,
     claim_batch,
@@ -714,3 +715,108 @@ async def test_a_participant_withdrawn_while_their_batch_runs_keeps_nothing(
     assert any(r["operation"] == "match" and r["research_id"] == target for r in trail)
     for phi in mock.phi.values():
         assert_no_phi(trail, phi)
+
+
+# --- withdrawn before their turn: not looked up at all ------------------------------------
+
+
+class WithdrawEveryoneAtFirstMatch(httpx.AsyncBaseTransport):
+    """The mock network; the first ``$match`` request withdraws the whole batch.
+
+    The participant whose lookup sent it is already under way; everyone else's turn
+    comes after their withdrawal."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, db: StoreUnderTest, batch: int):
+        self.inner, self.db, self.batch = inner, db, batch
+        self.matches = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/Patient/$match"):
+            self.matches += 1
+            if self.matches == 1:
+                with self.db.sessions.begin() as session:
+                    members = session.scalars(
+                        select(Participant.research_id)
+                        .join(Attempt, Attempt.participant_id == Participant.id)
+                        .where(Attempt.batch_id == self.batch)
+                    ).all()
+                    for rid in members:
+                        withdraw_consent(
+                            session, rid, consent_type="ehr", withdrawn_at=NOW, now=NOW
+                        )
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def looked_up(db: StoreUnderTest) -> set[str]:
+    return {r["research_id"] for r in audit_rows(db) if r["operation"] == "match"}
+
+
+@pytest.mark.parametrize("max_age_s", [0.0, 60.0])
+async def test_a_participant_withdrawn_before_their_turn_is_not_looked_up(
+    db: StoreUnderTest, mock: MockNetwork, batch: int, max_age_s: float
+) -> None:
+    """One participant at a time, so every other turn comes after the withdrawal; the
+    batch reads consent afresh for a lookup once its reading is older than the setting
+    (1 s by default; 60 s here is longer than the whole batch takes)."""
+    settings = mock.settings().model_copy(
+        update={"acquire": AcquireSettings(participant_concurrency=1, consent_max_age_s=max_age_s)}
+    )
+    transport = WithdrawEveryoneAtFirstMatch(
+        httpx.ASGITransport(app=create_app(mock.config)), db, batch
+    )
+    result = await run_batch(
+        batch, settings, db.sessions, transport=transport, sleep=no_wait, clock=lambda: NOW
+    )
+    with db.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(PatientLink)) == 0
+        assert session.scalar(select(func.count()).select_from(Document)) == 0
+    if max_age_s == 0:
+        # Only the participant already under way; nobody else's demographics were sent.
+        assert len(looked_up(db)) == 1
+        assert transport.matches <= len(mock.config.orgs)
+        # (That one is "withdrawn" too if anything of theirs was to be written.)
+        assert result.outcomes[AttemptOutcome.WITHDRAWN] >= COHORT - 1
+    else:
+        # The reading from the batch's start stood for every lookup: all looked up
+        # (what the setting allows), and nothing stored (each write re-checks).
+        assert len(looked_up(db)) == COHORT
+
+
+async def test_consent_is_read_once_for_every_lookup_within_its_age() -> None:
+    """The watch reads the batch's waiting participants together, shares a reading
+    between the lookups that begin within ``max_age_s`` of it, and reads again after."""
+    reads: list[frozenset[int]] = []
+    withdrawn: set[int] = set()
+    now = [100.0]
+
+    class Ctx:
+        rules = RULES
+
+    async def fake_in_store(_ctx: Any, work: Callable[[Any], Any], *, write: bool) -> Any:
+        assert write is False
+        return work(None)
+
+    def fake_among(_session: Any, ids: frozenset[int], _rules: Any) -> frozenset[int]:
+        reads.append(ids)
+        return frozenset(ids - withdrawn)
+
+    watch = ConsentWatch(range(1, 6), 1.0, monotonic=lambda: now[0])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("ehrfetch.acquire.in_store", fake_in_store)
+        patch.setattr("ehrfetch.acquire.consent_in_force_among", fake_among)
+        ctx: Any = Ctx()
+        assert await watch.in_force(ctx, 1)
+        withdrawn.add(3)
+        now[0] += 0.5
+        assert await watch.in_force(ctx, 2)
+        assert await watch.in_force(ctx, 3)  # the reading is half a second old: it stands
+        now[0] += 0.6
+        assert await watch.in_force(ctx, 4)  # 1.1 s old: read again
+        withdrawn.add(5)
+        now[0] += 1.01
+        assert not await watch.in_force(ctx, 5)
+    # Each reading asked only for those not yet looked up.
+    assert reads == [frozenset({1, 2, 3, 4, 5}), frozenset({4, 5}), frozenset({5})]
