@@ -96,6 +96,10 @@ class AcquireContext:
     """Where store transactions run (``in_store``): the batch's own threads."""
     consent: ConsentWatch
     """Whose consent is still in force, read for the batch's waiting participants."""
+    linked: frozenset[int]
+    """The batch's participants with links stored when it began. Links are made only
+    by a participant's own attempt, and a participant is in one running batch at most,
+    so the others have none to read."""
     region: str = "US"
     retrieve: bool = True
 
@@ -242,8 +246,9 @@ async def acquire_participant(
         if links:
             saved = save_links(session, pid, links, ctx.clock(), rules=ctx.rules)
         else:
-            # No candidate anywhere (most of a first run's misses): nothing to write, so
-            # no lock and no consent gate (every write re-checks), only what is stored.
+            # No candidate now, but links from before (an operator may have accepted
+            # one since): nothing to write, so no lock and no consent gate (every write
+            # re-checks), only what is stored.
             saved = links_of(session, pid)
         # Accepted links include an operator's accept from the review queue.
         accepted = accepted_links(saved.values())
@@ -251,7 +256,11 @@ async def acquire_participant(
         return saved, accepted, known
 
     try:
-        saved, accepted, known = await in_store(ctx, store_links, write=bool(links))
+        if links or pid in ctx.linked:
+            saved, accepted, known = await in_store(ctx, store_links, write=bool(links))
+        else:
+            # No candidate now, no link from before: nothing to write or read.
+            saved, accepted, known = {}, [], {}
     except ConsentNotInForce:
         log.info("%s: consent withdrawn during acquisition; nothing is stored", rid)
         return AttemptResult(AttemptOutcome.WITHDRAWN)

@@ -38,7 +38,7 @@ from ehrfetch.store.batches import (
     finish_batch,
     heartbeat,
 )
-from ehrfetch.store.links import OrganizationRow, upsert_organizations
+from ehrfetch.store.links import OrganizationRow, linked_participants, upsert_organizations
 from ehrfetch.store.participants import housemates, load_records
 from ehrfetch.store.tables import AttemptOutcome, Batch, BatchStatus
 
@@ -149,6 +149,7 @@ async def run_batch(
         members = claim_batch(session, batch_id, clock())
         records = load_records(session, [m.participant_id for m in members])
         household = housemates(session, records)
+        linked = linked_participants(session, [m.participant_id for m in members])
     result = BatchResult(batch_id, BatchStatus.RUNNING)
     calls: list[CallRecord] = []
     run_id = _run_of(sessions, batch_id)
@@ -211,6 +212,7 @@ async def run_batch(
                     region=settings.roster.default_region,
                     retrieve=settings.acquire.retrieve_documents,
                     store_threads=store_threads,
+                    linked=linked,
                     consent=ConsentWatch(
                         (m.participant_id for m in members), settings.acquire.consent_max_age_s
                     ),

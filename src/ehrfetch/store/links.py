@@ -131,6 +131,22 @@ def links_of(session: Session, participant_id: int) -> dict[tuple[str, str], Pat
     }
 
 
+def linked_participants(session: Session, participant_ids: Iterable[int]) -> frozenset[int]:
+    """Those of the participants who have any link stored (from an earlier attempt)."""
+    ids = sorted(set(participant_ids))
+    found: set[int] = set()
+    # Per thousand: SQLite allows 32,766 bound parameters, a batch may hold 100,000.
+    for start in range(0, len(ids), 1000):
+        found.update(
+            session.scalars(
+                select(PatientLink.participant_id)
+                .where(PatientLink.participant_id.in_(ids[start : start + 1000]))
+                .distinct()
+            )
+        )
+    return frozenset(found)
+
+
 def accepted_links(links: Iterable[PatientLink]) -> list[PatientLink]:
     """The accepted ones of a participant's links (an operator's accept from the review
     queue included), by organization, oldest first: the order documents are fetched in.
