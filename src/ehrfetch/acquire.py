@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -21,6 +22,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
+from itertools import islice
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -109,10 +111,11 @@ class ConsentWatch:
 
     A withdrawal can come while a batch runs; a participant whose consent is no longer
     in force when their turn comes is not looked up (their demographics go nowhere).
-    Reading that per participant was one store round trip each; this reads it for all
-    of the batch's waiting participants at once, again whenever the last reading began
-    more than ``max_age_s`` before a participant asks. Writes do not rely on it: each
-    re-checks under the participant's lock (``consent_gate``).
+    Reading that per participant was one store round trip each; this reads it for the
+    next ``window`` waiting participants at once (they start in the batch's order), and
+    again for a participant the last reading did not cover or that began more than
+    ``max_age_s`` before they asked. Writes do not rely on it: each re-checks under the
+    participant's lock (``consent_gate``).
     """
 
     def __init__(
@@ -120,13 +123,18 @@ class ConsentWatch:
         participant_ids: Iterable[int],
         max_age_s: float,
         *,
+        window: int = 1000,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._waiting = set(participant_ids)
+        # A dict for its order: readings take the next ones to start, so one of a large
+        # batch stays one statement and does not re-read those far from their turn.
+        self._waiting = dict.fromkeys(participant_ids)
         self._max_age_s = max_age_s
+        self._window = window
         self._monotonic = monotonic
+        self._read: frozenset[int] = frozenset()
         self._in_force: frozenset[int] = frozenset()
-        self._read_at: float | None = None
+        self._read_at = -math.inf
         # One reading at a time; those who asked while it ran use it if it is fresh
         # enough for them, or start the next one.
         self._lock = asyncio.Lock()
@@ -134,16 +142,16 @@ class ConsentWatch:
     async def in_force(self, ctx: AcquireContext, participant_id: int) -> bool:
         asked = self._monotonic()
         async with self._lock:
-            if self._read_at is None or self._read_at < asked - self._max_age_s:
+            if participant_id not in self._read or self._read_at < asked - self._max_age_s:
                 began = self._monotonic()
-                waiting = frozenset(self._waiting | {participant_id})
+                ids = frozenset(islice(self._waiting, self._window)) | {participant_id}
                 self._in_force = await in_store(
                     ctx,
-                    lambda session: consent_in_force_among(session, waiting, ctx.rules),
+                    lambda session: consent_in_force_among(session, ids, ctx.rules),
                     write=False,
                 )
-                self._read_at = began
-            self._waiting.discard(participant_id)
+                self._read, self._read_at = ids, began
+            self._waiting.pop(participant_id, None)
             return participant_id in self._in_force
 
 

@@ -179,8 +179,9 @@ class AcquireSettings(_Section):
     consent_max_age_s: Annotated[float, Field(ge=0, le=60)] = 1.0
     """How old a batch's reading of who still consents may be when a participant's
     lookup begins: a participant withdrawn less than this before may still be looked
-    up, never stored (every write re-checks under the participant's lock). One read for
-    the batch a second instead of one per participant; 0: a fresh read for each."""
+    up, never stored (every write re-checks under the participant's lock). One read a
+    second for the batch's next participants (up to 1,000) instead of one per
+    participant; 0: a fresh read for each."""
 
 
 class OrchestrationSettings(_Section):

@@ -785,9 +785,10 @@ async def test_a_participant_withdrawn_before_their_turn_is_not_looked_up(
         assert len(looked_up(db)) == COHORT
 
 
-async def test_consent_is_read_once_for_every_lookup_within_its_age() -> None:
-    """The watch reads the batch's waiting participants together, shares a reading
-    between the lookups that begin within ``max_age_s`` of it, and reads again after."""
+async def test_consent_is_read_once_for_every_lookup_within_its_age_and_window() -> None:
+    """The watch reads the next waiting participants together (at most ``window``),
+    shares a reading between the lookups it covers that begin within ``max_age_s`` of
+    it, and reads again for anyone else."""
     reads: list[frozenset[int]] = []
     withdrawn: set[int] = set()
     now = [100.0]
@@ -803,7 +804,7 @@ async def test_consent_is_read_once_for_every_lookup_within_its_age() -> None:
         reads.append(ids)
         return frozenset(ids - withdrawn)
 
-    watch = ConsentWatch(range(1, 6), 1.0, monotonic=lambda: now[0])
+    watch = ConsentWatch(range(1, 8), 1.0, window=3, monotonic=lambda: now[0])
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("ehrfetch.acquire.in_store", fake_in_store)
         patch.setattr("ehrfetch.acquire.consent_in_force_among", fake_among)
@@ -813,10 +814,13 @@ async def test_consent_is_read_once_for_every_lookup_within_its_age() -> None:
         now[0] += 0.5
         assert await watch.in_force(ctx, 2)
         assert await watch.in_force(ctx, 3)  # the reading is half a second old: it stands
-        now[0] += 0.6
-        assert await watch.in_force(ctx, 4)  # 1.1 s old: read again
+        assert await watch.in_force(ctx, 4)  # not in that reading: read again
+        now[0] += 1.1
         withdrawn.add(5)
-        now[0] += 1.01
-        assert not await watch.in_force(ctx, 5)
-    # Each reading asked only for those not yet looked up.
-    assert reads == [frozenset({1, 2, 3, 4, 5}), frozenset({4, 5}), frozenset({5})]
+        assert not await watch.in_force(ctx, 5)  # 1.1 s old: read again
+        assert await watch.in_force(ctx, 7)  # out of turn, but that reading covered it
+    assert reads == [
+        frozenset({1, 2, 3}),  # the window: the next three
+        frozenset({4, 5, 6}),  # 1, 2 and 3 are no longer waiting
+        frozenset({5, 6, 7}),
+    ]

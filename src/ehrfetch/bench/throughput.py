@@ -866,6 +866,7 @@ def run_throughput_bench(
             "batch_concurrency": settings.orchestration.batch_concurrency,
             "participant_concurrency": settings.acquire.participant_concurrency,
             "store_threads": settings.store.threads,
+            "consent_max_age_s": settings.acquire.consent_max_age_s,
             "batch_size": settings.cohort.batch_size,
             "requests_per_second_per_org": settings.network.requests_per_second,
         },
