@@ -147,9 +147,10 @@ async def run_batch(
         return BatchResult(batch_id, BatchStatus.PENDING)
     with sessions.begin() as session:
         members = claim_batch(session, batch_id, clock())
-        records = load_records(session, [m.participant_id for m in members])
+        pids = [m.participant_id for m in members]
+        records = load_records(session, pids)
         household = housemates(session, records)
-        linked = linked_participants(session, [m.participant_id for m in members])
+        linked = linked_participants(session, pids)
     result = BatchResult(batch_id, BatchStatus.RUNNING)
     calls: list[CallRecord] = []
     run_id = _run_of(sessions, batch_id)
@@ -213,9 +214,7 @@ async def run_batch(
                     retrieve=settings.acquire.retrieve_documents,
                     store_threads=store_threads,
                     linked=linked,
-                    consent=ConsentWatch(
-                        (m.participant_id for m in members), settings.acquire.consent_max_age_s
-                    ),
+                    consent=ConsentWatch(pids, settings.acquire.consent_max_age_s),
                 )
                 gate = asyncio.Semaphore(settings.acquire.participant_concurrency)
 

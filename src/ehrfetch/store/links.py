@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ehrfetch.errors import ConsentNotInForce, StoreError
+from ehrfetch.store.chunks import chunks
 from ehrfetch.store.cohort import CohortRules
 from ehrfetch.store.purge import consent_gate
 from ehrfetch.store.tables import (
@@ -133,14 +134,12 @@ def links_of(session: Session, participant_id: int) -> dict[tuple[str, str], Pat
 
 def linked_participants(session: Session, participant_ids: Iterable[int]) -> frozenset[int]:
     """Those of the participants who have any link stored (from an earlier attempt)."""
-    ids = sorted(set(participant_ids))
     found: set[int] = set()
-    # Per thousand: SQLite allows 32,766 bound parameters, a batch may hold 100,000.
-    for start in range(0, len(ids), 1000):
+    for chunk in chunks(sorted(set(participant_ids))):
         found.update(
             session.scalars(
                 select(PatientLink.participant_id)
-                .where(PatientLink.participant_id.in_(ids[start : start + 1000]))
+                .where(PatientLink.participant_id.in_(chunk))
                 .distinct()
             )
         )

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import ColumnElement, String, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from ehrfetch.cohort.records import ParticipantRecord, PersonName, PostalAddress
+from ehrfetch.store.chunks import chunks
 from ehrfetch.store.tables import Participant, ParticipantAddress, ParticipantName, table_of
 from ehrfetch.store.upsert import insert_rows
 
@@ -283,7 +284,7 @@ def housemates(session: Session, ids: Iterable[int]) -> dict[int, tuple[str, ...
     """
     wanted = sorted(set(ids))
     mine: list[Row] = []
-    for ids_chunk in _chunks(wanted):
+    for ids_chunk in chunks(wanted):
         mine.extend(_current_rows(session, Participant.id.in_(ids_chunk)))
     # The database hands back only people who share a surname and a ZIP code or a phone
     # number with one of ``mine`` (a superset of the household keys, which also compare
@@ -291,7 +292,7 @@ def housemates(session: Session, ids: Iterable[int]) -> dict[int, tuple[str, ...
     # cohort for every batch of 1,000 (1.1 s of CPU and +180 MB for the batch, growing
     # with the cohort).
     everyone: dict[int, Row] = {}
-    for chunk in _chunks(mine):
+    for chunk in chunks(mine):
         condition = _sharing_a_key(chunk)
         if condition is not None:
             everyone.update((row[0], row) for row in _current_rows(session, condition))
@@ -308,17 +309,6 @@ def housemates(session: Session, ids: Iterable[int]) -> dict[int, tuple[str, ...
         if names:
             found[row[0]] = names
     return found
-
-
-_T = TypeVar("_T")
-_CHUNK = 1_000
-"""Participants per statement: at most 8 bound values each (8,000 a statement), below
-the drivers' limits (SQLite 32,766, PostgreSQL 65,535) at any batch size."""
-
-
-def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
-    for i in range(0, len(items), _CHUNK):
-        yield items[i : i + _CHUNK]
 
 
 def _current_rows(session: Session, condition: Any) -> list[Row]:

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from ehrfetch.errors import StoreError
 from ehrfetch.store.audit import AuditRow, record_audit
+from ehrfetch.store.chunks import chunks
 from ehrfetch.store.cohort import CohortRules, consent_in_force
 from ehrfetch.store.tables import (
     Attempt,
@@ -110,21 +111,15 @@ def consent_in_force_now(session: Session, participant_id: int, rules: CohortRul
     return found is not None
 
 
-# Ids per statement: SQLite allows 32,766 bound parameters, a batch may hold 100,000.
-_IDS_PER_READ = 1000
-
-
 def consent_in_force_among(
     session: Session, participant_ids: Collection[int], rules: CohortRules
 ) -> frozenset[int]:
     """Which of these participants' consent is in force: :func:`consent_in_force_now`
     for many participants in one statement (per thousand), without a lock."""
     check = _consent_check_many(rules.consent_type)
-    ids = sorted(participant_ids)
     found: set[int] = set()
     connection = session.connection()
-    for start in range(0, len(ids), _IDS_PER_READ):
-        chunk = ids[start : start + _IDS_PER_READ]
+    for chunk in chunks(sorted(participant_ids)):
         found.update(connection.execute(check, {"pids": chunk}).scalars())
     return frozenset(found)
 
@@ -139,20 +134,21 @@ _LOCK_BY_ID = {
 }
 
 
+def _active(consent_type: str) -> ColumnElement[bool]:
+    # Whether consent is in force does not depend on the rules' clock or retry wait.
+    rules = CohortRules(consent_type=consent_type, now=datetime.min, no_match_retry=timedelta(0))
+    return consent_in_force(rules, ConsentStatus.ACTIVE)
+
+
 @cache
 def _consent_check(consent_type: str) -> Select[int]:
-    rules = CohortRules(consent_type=consent_type, now=datetime.min, no_match_retry=timedelta(0))
-    return select(Participant.id).where(
-        Participant.id == bindparam("pid"), consent_in_force(rules, ConsentStatus.ACTIVE)
-    )
+    return select(Participant.id).where(Participant.id == bindparam("pid"), _active(consent_type))
 
 
 @cache
 def _consent_check_many(consent_type: str) -> Select[int]:
-    rules = CohortRules(consent_type=consent_type, now=datetime.min, no_match_retry=timedelta(0))
     return select(Participant.id).where(
-        Participant.id.in_(bindparam("pids", expanding=True)),
-        consent_in_force(rules, ConsentStatus.ACTIVE),
+        Participant.id.in_(bindparam("pids", expanding=True)), _active(consent_type)
     )
 
 
